@@ -1,0 +1,59 @@
+/* The harness: suite table, timing method and output lines. */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench/bench.h"
+#include "engine/internal.h"
+
+const ember_bench_suite ember_bench_suites[] = {
+    {"limits", "this machine's memory copy bandwidth, random 256-byte row gathers, sgemm peak",
+     ember_bench_suite_limits},
+    {"gemm", "f32 GEMM C = A @ B (row-major) at square and MLP shapes", ember_bench_suite_gemm},
+    {NULL, NULL, NULL},
+};
+
+ember_status ember_bench_time(const ember_bench_opts *o, ember_bench_op op, void *arg, double *sec) {
+    double min_time = o->tiny ? 0.002 : o->quick ? 0.05 : 0.25;
+    for (int w = 0; w < 2; w++) EMBER_TRY(op(arg));
+    double best = 1e30;
+    for (int r = 0; r < (o->tiny ? 2 : 5); r++) {
+        int64_t calls = 0;
+        double t0 = ember__now(), el;
+        do {
+            EMBER_TRY(op(arg));
+            calls++;
+            el = ember__now() - t0;
+        } while (el < min_time);
+        double per = el / (double)calls;
+        if (per < best) best = per;
+    }
+    *sec = best;
+    return EMBER_OK;
+}
+
+const char *ember_bench_impl(void) {
+    static char buf[sizeof(ember_features) + 64];
+    ember_features f;
+    ember_get_features(&f);
+    char blas[sizeof f.blas_version];
+    /* First word pair of the OpenBLAS config ("OpenBLAS 0.3.21"). */
+    snprintf(blas, sizeof blas, "%s", f.blas ? f.blas_version : "reference gemm");
+    char *sp = strchr(blas, ' ');
+    if (sp && (sp = strchr(sp + 1, ' '))) *sp = '\0';
+    snprintf(buf, sizeof buf, "ember %s (%s, threads=%d)", ember_version_string(), blas,
+             ember_get_num_threads());
+    return buf;
+}
+
+void ember_bench_emit(const ember_bench_opts *o, const char *suite, const char *case_name,
+                      const char *metric, double value, const char *unit, const char *params_json) {
+    if (o->json) {
+        printf("{\"suite\":\"%s\",\"case\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\","
+               "\"params\":{%s%s\"impl\":\"%s\"}}\n",
+               suite, case_name, metric, value, unit, params_json ? params_json : "",
+               params_json && *params_json ? "," : "", ember_bench_impl());
+    } else {
+        printf("%-8s %-28s %-14s %12.4g %s\n", suite, case_name, metric, value, unit);
+    }
+    fflush(stdout);
+}

@@ -1,0 +1,134 @@
+/*
+ * tests/check.h: the assert helpers of ember's test binaries.
+ *
+ * Checks do not stop the test: each failure prints the expression, both values and
+ * the position, and the binary's last line is "N passed, N failed" (exit 1 on any
+ * failure). A test that needs something absent (a GPU) exits 77, which ctest counts
+ * as skipped.
+ *
+ *     int main(void) {
+ *         CHECK_OK(ember_tensor_create(&p, &t));
+ *         CHECK_EQ_INT(ember_tensor_ndim(t), 2);
+ *         CHECK_NEAR(x, 1.0, 1e-6);
+ *         return check_summary();
+ *     }
+ */
+#ifndef EMBER_TESTS_CHECK_H
+#define EMBER_TESTS_CHECK_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ember/ember.h"
+
+static int check__passed, check__failed;
+
+static inline void check__report(int ok, const char *file, int line, const char *what) {
+    if (ok) {
+        check__passed++;
+    } else {
+        check__failed++;
+        fprintf(stderr, "FAIL %s:%d: %s\n", file, line, what);
+    }
+}
+
+#define CHECK(cond) check__report(!!(cond), __FILE__, __LINE__, #cond)
+
+#define CHECK_EQ_INT(a, b)                                                                  \
+    do {                                                                                    \
+        long long check__a = (long long)(a), check__b = (long long)(b);                    \
+        if (check__a == check__b) {                                                         \
+            check__passed++;                                                                \
+        } else {                                                                            \
+            check__failed++;                                                                \
+            fprintf(stderr, "FAIL %s:%d: %s == %s: %lld vs %lld\n", __FILE__, __LINE__, #a, \
+                    #b, check__a, check__b);                                                \
+        }                                                                                   \
+    } while (0)
+
+#define CHECK_STR(a, b)                                                                    \
+    do {                                                                                   \
+        const char *check__a = (a), *check__b = (b);                                       \
+        if (check__a && check__b && strcmp(check__a, check__b) == 0) {                     \
+            check__passed++;                                                               \
+        } else {                                                                           \
+            check__failed++;                                                               \
+            fprintf(stderr, "FAIL %s:%d: %s == %s: \"%s\" vs \"%s\"\n", __FILE__, __LINE__, \
+                    #a, #b, check__a ? check__a : "(null)", check__b ? check__b : "(null)"); \
+        }                                                                                  \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                                 \
+    do {                                                                                      \
+        double check__a = (double)(a), check__b = (double)(b), check__t = (double)(tol);     \
+        if (fabs(check__a - check__b) <= check__t ||                                          \
+            (isnan(check__a) && isnan(check__b))) {                                           \
+            check__passed++;                                                                  \
+        } else {                                                                              \
+            check__failed++;                                                                  \
+            fprintf(stderr, "FAIL %s:%d: %s ~ %s: %.9g vs %.9g (tol %.3g)\n", __FILE__,     \
+                    __LINE__, #a, #b, check__a, check__b, check__t);                          \
+        }                                                                                     \
+    } while (0)
+
+/* Element-wise comparison of two float arrays; reports the first bad index only. */
+#define CHECK_NEAR_ARRAY(a, b, n, tol)                                                       \
+    do {                                                                                     \
+        long long check__n = (long long)(n), check__bad = -1;                                \
+        for (long long check__i = 0; check__i < check__n; check__i++) {                     \
+            double check__x = (double)(a)[check__i], check__y = (double)(b)[check__i];      \
+            if (!(fabs(check__x - check__y) <= (double)(tol))) {                             \
+                check__bad = check__i;                                                       \
+                break;                                                                       \
+            }                                                                                \
+        }                                                                                    \
+        if (check__bad < 0) {                                                                \
+            check__passed++;                                                                 \
+        } else {                                                                             \
+            check__failed++;                                                                 \
+            fprintf(stderr, "FAIL %s:%d: %s ~ %s at index %lld: %.9g vs %.9g (tol %.3g)\n", \
+                    __FILE__, __LINE__, #a, #b, check__bad, (double)(a)[check__bad],         \
+                    (double)(b)[check__bad], (double)(tol));                                 \
+        }                                                                                    \
+    } while (0)
+
+#define CHECK_OK(expr)                                                                   \
+    do {                                                                                 \
+        ember_status check__st = (expr);                                                 \
+        if (check__st == EMBER_OK) {                                                     \
+            check__passed++;                                                             \
+        } else {                                                                         \
+            check__failed++;                                                             \
+            fprintf(stderr, "FAIL %s:%d: %s returned %s: %s\n", __FILE__, __LINE__, #expr, \
+                    ember_status_name(check__st), ember_last_error());                   \
+        }                                                                                \
+    } while (0)
+
+#define CHECK_STATUS(expr, expected)                                                         \
+    do {                                                                                     \
+        ember_status check__st = (expr), check__ex = (expected);                             \
+        if (check__st == check__ex) {                                                        \
+            check__passed++;                                                                 \
+        } else {                                                                             \
+            check__failed++;                                                                 \
+            fprintf(stderr, "FAIL %s:%d: %s returned %s, expected %s (%s)\n", __FILE__,     \
+                    __LINE__, #expr, ember_status_name(check__st),                          \
+                    ember_status_name(check__ex), ember_last_error());                      \
+        }                                                                                    \
+    } while (0)
+
+/* Skip the whole binary (ctest SKIP_RETURN_CODE 77). */
+#define CHECK_SKIP(why)                         \
+    do {                                        \
+        printf("SKIP: %s\n", (why));            \
+        exit(77);                               \
+    } while (0)
+
+static inline int check_summary(void) {
+    printf("%d passed, %d failed\n", check__passed, check__failed);
+    return check__failed ? 1 : 0;
+}
+
+#endif /* EMBER_TESTS_CHECK_H */

@@ -1,0 +1,7 @@
+/* tools/cli.h: subcommands of the `ember` program. */
+#ifndef EMBER_TOOLS_CLI_H
+#define EMBER_TOOLS_CLI_H
+
+int ember_cmd_doctor(int argc, char **argv);
+
+#endif

@@ -1,0 +1,116 @@
+/*
+ * ember: the command-line program. Each subcommand is a thin layer over libember;
+ * whatever it does, a program embedding the library can do the same way.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench.h"
+#include "ember/ember.h"
+#include "tools/cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: ember [--threads N] COMMAND [ARGS]\n"
+            "\n"
+            "commands:\n"
+            "  version                      print the version and exit\n"
+            "  doctor [--quick] [--json]    features, threads, measured memory bandwidth and GEMM\n"
+            "                               speed of this machine, GPUs found\n"
+            "  bench SUITE [--quick] [--json]\n"
+            "                               run a benchmark suite (ember bench --list)\n"
+            "  help                         this text\n"
+            "\n"
+            "options:\n"
+            "  --threads N                  CPU threads for kernels (default: all cores or $OMP_NUM_THREADS)\n"
+            "\n"
+            "environment: EMBER_LOG=debug|info|warn|error sets the log level (default warn).\n");
+}
+
+static int cmd_bench(int argc, char **argv) {
+    ember_bench_opts o = {0};
+    const char *suite = NULL;
+    int list = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) o.quick = 1;
+        else if (strcmp(argv[i], "--json") == 0) o.json = 1;
+        else if (strcmp(argv[i], "--tiny") == 0) o.tiny = o.quick = 1;
+        else if (strcmp(argv[i], "--list") == 0) list = 1;
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "ember bench: unknown option '%s'\n", argv[i]);
+            return 2;
+        } else if (!suite) suite = argv[i];
+        else {
+            fprintf(stderr, "ember bench: more than one suite given ('%s', '%s')\n", suite, argv[i]);
+            return 2;
+        }
+    }
+    if (list || !suite) {
+        FILE *f = list ? stdout : stderr;
+        if (!list) fprintf(f, "ember bench: which suite? usage: ember bench SUITE [--quick] [--json]\n");
+        for (const ember_bench_suite *s = ember_bench_suites; s->name; s++)
+            fprintf(f, "  %-10s %s\n", s->name, s->what);
+        return list ? 0 : 2;
+    }
+    for (const ember_bench_suite *s = ember_bench_suites; s->name; s++) {
+        if (strcmp(s->name, suite) != 0) continue;
+        if (!o.json) printf("%-8s %-28s %-14s %12s %s\n", "suite", "case", "metric", "value", "unit");
+        ember_status st = s->run(&o);
+        if (st != EMBER_OK) {
+            fprintf(stderr, "ember bench %s: %s\n", suite, ember_last_error());
+            return 1;
+        }
+        return 0;
+    }
+    fprintf(stderr, "ember bench: no suite named '%s' (ember bench --list)\n", suite);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("ember %s\n", ember_version_string());
+            return 0;
+        }
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[i + 1], &end, 10);
+            if (*end || n < 1 || n > 4096) {
+                fprintf(stderr, "ember: --threads takes a count from 1 to 4096, not '%s'\n", argv[i + 1]);
+                return 2;
+            }
+            ember_set_num_threads((int)n);
+            i += 2;
+            continue;
+        }
+        fprintf(stderr, "ember: unknown option '%s'\n\n", argv[i]);
+        usage(stderr);
+        return 2;
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[i];
+    int sub_argc = argc - i;
+    char **sub_argv = argv + i;
+    if (strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0) {
+        printf("ember %s\n", ember_version_string());
+        return 0;
+    }
+    if (strcmp(cmd, "doctor") == 0) return ember_cmd_doctor(sub_argc, sub_argv);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(sub_argc, sub_argv);
+    fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}
