@@ -10,17 +10,31 @@
 #include "ember/ember.h"
 #include "tools/cli.h"
 
+static int cmd_bench(int argc, char **argv);
+static int cmd_version(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    printf("ember %s\n", ember_version_string());
+    return 0;
+}
+
+/* The subcommands. Each gets argv starting at its own name. */
+static const struct {
+    const char *name, *args, *what;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"version", "", "print the version", cmd_version},
+    {"doctor", "[--quick] [--json]",
+     "features, threads, measured memory bandwidth and GEMM speed, GPUs found", ember_cmd_doctor},
+    {"bench", "SUITE [--quick] [--json]", "run a benchmark suite (ember bench --list)", cmd_bench},
+};
+
 static void usage(FILE *f) {
+    fprintf(f, "usage: ember [--threads N] COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %-24s %s\n", commands[i].name, commands[i].args, commands[i].what);
+    fprintf(f, "  %-8s %-24s %s\n", "help", "", "this text");
     fprintf(f,
-            "usage: ember [--threads N] COMMAND [ARGS]\n"
-            "\n"
-            "commands:\n"
-            "  version                      print the version and exit\n"
-            "  doctor [--quick] [--json]    features, threads, measured memory bandwidth and GEMM\n"
-            "                               speed of this machine, GPUs found\n"
-            "  bench SUITE [--quick] [--json]\n"
-            "                               run a benchmark suite (ember bench --list)\n"
-            "  help                         this text\n"
             "\n"
             "options:\n"
             "  --threads N                  CPU threads for kernels (default: all cores or $OMP_NUM_THREADS)\n"
@@ -104,12 +118,8 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    if (strcmp(cmd, "version") == 0) {
-        printf("ember %s\n", ember_version_string());
-        return 0;
-    }
-    if (strcmp(cmd, "doctor") == 0) return ember_cmd_doctor(sub_argc, sub_argv);
-    if (strcmp(cmd, "bench") == 0) return cmd_bench(sub_argc, sub_argv);
+    for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+        if (strcmp(cmd, commands[k].name) == 0) return commands[k].run(sub_argc, sub_argv);
     fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
