@@ -3,5 +3,6 @@
 #define EMBER_TOOLS_CLI_H
 
 int ember_cmd_doctor(int argc, char **argv);
+int ember_cmd_graph_info(int argc, char **argv);
 
 #endif

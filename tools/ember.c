@@ -27,6 +27,8 @@ static const struct {
     {"doctor", "[--quick] [--json]",
      "features, threads, measured memory bandwidth and GEMM speed, GPUs found", ember_cmd_doctor},
     {"bench", "SUITE [--quick] [--json]", "run a benchmark suite (ember bench --list)", cmd_bench},
+    {"graph-info", "[--dims 512-256-128] ...", "shapes, FLOPs and planned memory of a model's graph (meta mode)",
+     ember_cmd_graph_info},
 };
 
 static void usage(FILE *f) {

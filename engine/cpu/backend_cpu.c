@@ -454,6 +454,14 @@ static ember_status cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int
                              const float *a, int64_t lda, int64_t stride_a, const float *b,
                              int64_t ldb, int64_t stride_b, float beta, float *c, int64_t ldc,
                              int64_t stride_c, int64_t batch) {
+    if (k == 0) { /* C = beta * C; BLAS rejects the zero leading dims of (m, 0) operands */
+        for (int64_t i = 0; i < batch; i++)
+            for (int64_t r = 0; r < m; r++) {
+                float *cr = c + i * stride_c + r * ldc;
+                for (int64_t j = 0; j < n; j++) cr[j] = beta == 0.0f ? 0.0f : beta * cr[j];
+            }
+        return EMBER_OK;
+    }
 #ifdef EMBER_HAVE_BLAS
     if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
         ldc > INT32_MAX)

@@ -601,82 +601,174 @@ ember_status cuda_axpy(void *y, const void *x, ember_dtype dt, int64_t n, float 
 /* reduce                                                                                */
 
 /*
- * One block per output row (blocks stride over rows when outer exceeds the grid).
- * Thread t folds elements t, t + kReduceThreads, t + 2 kReduceThreads, ... of the row
- * in that order, then the block combines the kReduceThreads partials with a fixed
- * shared-memory tree. Every step is fixed by (inner, t), so the result is the same
- * bits on every call, whatever the grid or the stream.
+ * Deterministic reductions: every partial sum is formed in an order fixed by the shape
+ * alone (never by the grid size, the device or the stream), so the same input gives
+ * the same bits on every call.
+ *
+ * A row of at most kReduceChunk elements is reduced by one block: thread t folds
+ * elements t, t + kReduceThreads, ... in that order, then a fixed shared-memory tree
+ * combines the kReduceThreads partials. A longer row would leave the GPU idle with one
+ * block (one SM) per row, so it is cut into fixed chunks of kReduceChunk elements:
+ * stage 1 reduces each (row, chunk) in one block, exactly as above, into a scratch
+ * array; stage 2 reduces each row's chunk partials the same way.
  *
  * SUM, MEAN, SUMSQ: partials in double (squares of f32 are exact in double), rounded
  * to f32 once at the end; MEAN divides the double sum by inner. MAX, MIN: f32, NaN
  * propagating like the CPU. inner == 0: the identities 0, -inf, +inf (MEAN gives 0,
  * not 0/0).
  */
-/* max/min of a running value a and a new value b, as the CPU computes it: NaN wins
- * (once a is NaN it stays NaN), and on ties the earlier value is kept. */
-template <int OP>
-__device__ __forceinline__ float extremum(float a, float b) {
-    if constexpr (OP == EMBER_REDUCE_MAX)
-        return b > a || b != b ? b : a;
-    else
-        return b < a || b != b ? b : a;
-}
+constexpr int64_t kReduceChunk = 16 * kReduceThreads; /* part of the bit pattern too */
 
-template <class IO, int OP>
-__global__ void __launch_bounds__(kReduceThreads)
-    reduce_kernel(float *out, const typename IO::T *x, int64_t outer, int64_t inner) {
-    constexpr bool is_sum =
+template <int OP>
+struct Reducer {
+    static constexpr bool is_sum =
         OP == EMBER_REDUCE_SUM || OP == EMBER_REDUCE_MEAN || OP == EMBER_REDUCE_SUMSQ;
     using Acc = typename std::conditional<is_sum, double, float>::type;
-    __shared__ Acc part[kReduceThreads];
-    const int t = threadIdx.x;
 
-    for (int64_t row = blockIdx.x; row < outer; row += gridDim.x) {
-        const typename IO::T *xr = x + row * inner;
-        Acc acc;
-        if constexpr (OP == EMBER_REDUCE_MAX || OP == EMBER_REDUCE_MIN) {
-            acc = OP == EMBER_REDUCE_MAX ? -INFINITY : INFINITY;
-            for (int64_t j = t; j < inner; j += kReduceThreads)
-                acc = extremum<OP>(acc, IO::load(xr[j]));
-        } else if constexpr (OP == EMBER_REDUCE_SUMSQ) {
-            acc = 0.0;
-            for (int64_t j = t; j < inner; j += kReduceThreads) {
-                double v = (double)IO::load(xr[j]);
-                acc += v * v;
-            }
+    static __device__ __forceinline__ Acc identity() {
+        if constexpr (OP == EMBER_REDUCE_MAX) return -INFINITY;
+        else if constexpr (OP == EMBER_REDUCE_MIN) return INFINITY;
+        else return 0.0;
+    }
+    /* One input element, as it enters the fold. */
+    template <class IO>
+    static __device__ __forceinline__ Acc lift(typename IO::T v) {
+        if constexpr (OP == EMBER_REDUCE_SUMSQ) {
+            double d = (double)IO::load(v);
+            return d * d;
         } else {
-            acc = 0.0;
-            for (int64_t j = t; j < inner; j += kReduceThreads) acc += (double)IO::load(xr[j]);
+            return (Acc)IO::load(v);
         }
-        part[t] = acc;
-        __syncthreads();
+    }
+    /* Running value a with a new value b. max/min as the CPU computes them: NaN wins
+     * (and stays), and on ties the earlier value is kept. */
+    static __device__ __forceinline__ Acc combine(Acc a, Acc b) {
+        if constexpr (is_sum) return a + b;
+        else if constexpr (OP == EMBER_REDUCE_MAX) return b > a || b != b ? b : a;
+        else return b < a || b != b ? b : a;
+    }
+    /* The stored result of a whole row of `inner` elements. */
+    static __device__ __forceinline__ float finish(Acc a, int64_t inner) {
+        if constexpr (OP == EMBER_REDUCE_MEAN) return inner > 0 ? (float)(a / (double)inner) : 0.0f;
+        else return (float)a;
+    }
+};
+
+/* Fixed-order tree over the block's partials; every thread gets the result. All
+ * threads of the block must call it; part holds kReduceThreads values. */
+template <int OP>
+__device__ __forceinline__ typename Reducer<OP>::Acc block_combine(typename Reducer<OP>::Acc *part,
+                                                                   typename Reducer<OP>::Acc acc) {
+    const int t = threadIdx.x;
+    part[t] = acc;
+    __syncthreads();
 #pragma unroll
-        for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
-            if (t < s) {
-                if constexpr (is_sum)
-                    part[t] = part[t] + part[t + s];
-                else
-                    part[t] = extremum<OP>(part[t], part[t + s]);
-            }
-            __syncthreads();
-        }
-        if (t == 0) {
-            if constexpr (OP == EMBER_REDUCE_MEAN)
-                out[row] = inner > 0 ? (float)(part[0] / (double)inner) : 0.0f;
-            else
-                out[row] = (float)part[0];
-        }
-        __syncthreads(); /* part[0] is read before the next row overwrites it */
+    for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
+        if (t < s) part[t] = Reducer<OP>::combine(part[t], part[t + s]);
+        __syncthreads();
+    }
+    acc = part[0];
+    __syncthreads(); /* everyone has read part[0] before part is reused */
+    return acc;
+}
+
+/* Where stage 2 (or the single stage) reads its values: raw input elements, lifted, or
+ * stage-1 partials. */
+template <class IO, int OP>
+struct RawSource {
+    const typename IO::T *x;
+    __device__ __forceinline__ typename Reducer<OP>::Acc operator[](int64_t i) const {
+        return Reducer<OP>::template lift<IO>(x[i]);
+    }
+};
+template <int OP>
+struct PartialSource {
+    const typename Reducer<OP>::Acc *p;
+    __device__ __forceinline__ typename Reducer<OP>::Acc operator[](int64_t i) const { return p[i]; }
+};
+
+/* out[row] = reduction of src[row * len + j], j < len; blocks stride over rows.
+ * inner is the original row length (for MEAN). */
+template <int OP, class Src>
+__global__ void __launch_bounds__(kReduceThreads)
+    reduce_rows_kernel(float *out, Src src, int64_t outer, int64_t len, int64_t inner) {
+    using R = Reducer<OP>;
+    __shared__ typename R::Acc part[kReduceThreads];
+    for (int64_t row = blockIdx.x; row < outer; row += gridDim.x) {
+        typename R::Acc acc = R::identity();
+        for (int64_t j = threadIdx.x; j < len; j += kReduceThreads)
+            acc = R::combine(acc, src[row * len + j]);
+        acc = block_combine<OP>(part, acc);
+        if (threadIdx.x == 0) out[row] = R::finish(acc, inner);
     }
 }
+
+/* Stage 1: partial[row * nchunks + c] = reduction of chunk c of row `row` of x. */
+template <class IO, int OP>
+__global__ void __launch_bounds__(kReduceThreads)
+    reduce_chunks_kernel(typename Reducer<OP>::Acc *partial, const typename IO::T *x,
+                         int64_t outer, int64_t inner, int64_t nchunks) {
+    using R = Reducer<OP>;
+    __shared__ typename R::Acc part[kReduceThreads];
+    const int64_t total = outer * nchunks;
+    for (int64_t pc = blockIdx.x; pc < total; pc += gridDim.x) {
+        const int64_t row = pc / nchunks, c = pc % nchunks;
+        const typename IO::T *xr = x + row * inner;
+        const int64_t hi = (c + 1) * kReduceChunk < inner ? (c + 1) * kReduceChunk : inner;
+        typename R::Acc acc = R::identity();
+        for (int64_t j = c * kReduceChunk + threadIdx.x; j < hi; j += kReduceThreads)
+            acc = R::combine(acc, R::template lift<IO>(xr[j]));
+        acc = block_combine<OP>(part, acc);
+        if (threadIdx.x == 0) partial[pc] = acc;
+    }
+}
+
+unsigned row_grid(int64_t rows) { return (unsigned)(rows < kMaxBlocks ? rows : kMaxBlocks); }
 
 template <class IO, int OP>
 ember_status launch_reduce(const Launch &l, float *out, const void *x, int64_t outer,
                            int64_t inner, ember_dtype dt) {
-    unsigned blocks = (unsigned)(outer < kMaxBlocks ? outer : kMaxBlocks);
-    reduce_kernel<IO, OP><<<blocks, kReduceThreads, 0, l.stream>>>(
-        out, (const typename IO::T *)x, outer, inner);
-    return check_launch(l, "reduce_kernel", dt);
+    using R = Reducer<OP>;
+    const typename IO::T *xt = (const typename IO::T *)x;
+    if (inner <= kReduceChunk) {
+        reduce_rows_kernel<OP, RawSource<IO, OP>><<<row_grid(outer), kReduceThreads, 0, l.stream>>>(
+            out, RawSource<IO, OP>{xt}, outer, inner, inner);
+        return check_launch(l, "reduce_rows_kernel", dt);
+    }
+
+    /* Scratch for the partials (outer * inner / kReduceChunk of them: 1/512 of the input
+     * bytes or less). Stream-ordered, from the runtime's caching pool, so there is no
+     * device-wide synchronisation; it is transient and not in the manager's statistics. */
+    const int64_t nchunks = (inner + kReduceChunk - 1) / kReduceChunk;
+    const size_t bytes = (size_t)(outer * nchunks) * sizeof(typename R::Acc);
+    void *scratch = NULL;
+    bool pooled = true;
+    cudaError_t err = cudaMallocAsync(&scratch, bytes, l.stream);
+    if (err == cudaErrorNotSupported) { /* no memory pools (rare): plain, synchronising */
+        (void)cudaGetLastError();
+        pooled = false;
+        err = cudaMalloc(&scratch, bytes);
+    }
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        return ember__error(err == cudaErrorMemoryAllocation ? EMBER_ERR_OUT_OF_MEMORY : EMBER_ERR_CUDA,
+                            "reduce (cuda): scratch of %zu B for %lld x %lld partials on cuda:%d: %s",
+                            bytes, (long long)outer, (long long)nchunks, l.dev,
+                            cudaGetErrorString(err));
+    }
+    typename R::Acc *partial = (typename R::Acc *)scratch;
+    reduce_chunks_kernel<IO, OP><<<row_grid(outer * nchunks), kReduceThreads, 0, l.stream>>>(
+        partial, xt, outer, inner, nchunks);
+    ember_status st = check_launch(l, "reduce_chunks_kernel", dt);
+    if (st == EMBER_OK) {
+        reduce_rows_kernel<OP, PartialSource<OP>><<<row_grid(outer), kReduceThreads, 0, l.stream>>>(
+            out, PartialSource<OP>{partial}, outer, nchunks, inner);
+        st = check_launch(l, "reduce_rows_kernel", dt);
+    }
+    /* Freed in stream order, after the kernels above have read it. */
+    err = pooled ? cudaFreeAsync(scratch, l.stream) : cudaFree(scratch);
+    if (err != cudaSuccess && st == EMBER_OK) return cuda_fail(err, l, "reduce: free scratch");
+    return st;
 }
 
 template <class IO>
@@ -736,7 +828,11 @@ struct BlasHandles {
         if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
         for (int d = 0; d < kMaxDevices; d++) {
             if (slot[d].handle == nullptr) continue;
-            if (cudaSetDevice(d) == cudaSuccess) (void)cublasDestroy(slot[d].handle);
+            /* Unbind first: the last stream it ran on may have been destroyed since. */
+            if (cudaSetDevice(d) == cudaSuccess) {
+                (void)cublasSetStream(slot[d].handle, nullptr);
+                (void)cublasDestroy(slot[d].handle);
+            }
             slot[d].handle = nullptr;
         }
         if (prev >= 0) (void)cudaSetDevice(prev);

@@ -12,6 +12,8 @@
 #ifndef EMBER_EMBER_H
 #define EMBER_EMBER_H
 
+#include "ember/dense.h"
+#include "ember/graph.h"
 #include "ember/memory.h"
 #include "ember/rng.h"
 #include "ember/status.h"
