@@ -26,10 +26,10 @@ typedef struct fixture {
     int n;
 } fixture;
 
-/* Path of a file under tests/ (ctest sets EMBER_TEST_DATA to tests/data). */
+/* Path of a file under tests/ (ctest sets EMBER_TEST_DIR to the source tree's tests/). */
 static inline void fixture_path(char *buf, size_t n, const char *rel) {
-    const char *data = getenv("EMBER_TEST_DATA");
-    snprintf(buf, n, "%s/../%s", data ? data : "tests/data", rel);
+    const char *dir = getenv("EMBER_TEST_DIR");
+    snprintf(buf, n, "%s/%s", dir ? dir : "tests", rel);
 }
 
 /* Loads the whole file; on any problem prints why and returns 0. */
@@ -39,7 +39,7 @@ static inline int fixture_load(fixture *fx, const char *rel) {
     memset(fx, 0, sizeof *fx);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "fixture %s: cannot open (run the test through ctest, which sets EMBER_TEST_DATA)\n", path);
+        fprintf(stderr, "fixture %s: cannot open (run the test through ctest, which sets EMBER_TEST_DIR)\n", path);
         return 0;
     }
     char magic[8];
