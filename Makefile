@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 export PATH := /usr/local/cuda/bin:$(PATH)
 
 # Debian packages ember builds against (CUDA comes from /usr/local/cuda when present).
-DEB_PACKAGES := cmake make gcc g++ pkg-config libopenblas-dev liblmdb-dev libopenmpi-dev openmpi-bin zlib1g-dev
+DEB_PACKAGES := cmake make gcc g++ pkg-config libopenblas-openmp-dev liblmdb-dev libopenmpi-dev openmpi-bin zlib1g-dev
 
 .PHONY: all deps configure build demo check test clean
 

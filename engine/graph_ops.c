@@ -154,8 +154,9 @@ static ember_status k_relu(const ember__exec *x) { return ember_unary(EMBER_UNAR
 static ember_status k_sigmoid(const ember__exec *x) { return ember_unary(EMBER_UNARY_SIGMOID, x->out, x->src[0]); }
 static ember_status k_tanh(const ember__exec *x) { return ember_unary(EMBER_UNARY_TANH, x->out, x->src[0]); }
 
+/* From the output (y > 0 exactly where x > 0), so relu may overwrite its input. */
 static ember_status bwd_relu(ember_graph *g, ember_node *n, ember_node *go, ember_node **gin) {
-    return mk(g, EMBER__OP_RELU_BWD, &gin[0], 2, n->src[0], go, NULL);
+    return mk(g, EMBER__OP_RELU_BWD, &gin[0], 2, n, go, NULL);
 }
 /* sigmoid and tanh gradients are cheapest from the output y. */
 static ember_status bwd_sigmoid(ember_graph *g, ember_node *n, ember_node *go, ember_node **gin) {
@@ -917,23 +918,41 @@ static ember_status infer_sum_to(ember_node *n) {
     return EMBER_OK;
 }
 
+/* Column sums over fixed blocks of rows (in parallel), then the blocks in order: a
+   cache-friendly sweep whose result does not depend on the thread count. */
+#define SUM_TO_ROWS 64
 static ember_status k_sum_to(const ember__exec *x) {
     int64_t inner = ember__node_numel(x->n), total = ember_tensor_numel(x->src[0]);
-    int64_t rows = inner ? total / inner : 0;
+    int64_t rows = inner ? total / inner : 0, nblk = (rows + SUM_TO_ROWS - 1) / SUM_TO_ROWS;
     const float *in = CF(x->src[0]);
     float *o = F(x->out);
-    if (inner == 1) {
-        double acc = 0;
-        for (int64_t i = 0; i < total; i++) acc += in[i];
-        o[0] = (float)acc;
+    if (nblk <= 1) {
+        for (int64_t c = 0; c < inner; c++) {
+            double acc = 0;
+            for (int64_t r = 0; r < rows; r++) acc += in[r * inner + c];
+            o[c] = (float)acc;
+        }
         return EMBER_OK;
     }
-#pragma omp parallel for if (inner >= PAR_ROWS && rows * inner >= 32768) schedule(static)
+    double *part;
+    EMBER_TRY(ember_memory_alloc(x->g->mm, EMBER_TIER_HOST, EMBER_MEM_STAGING, (size_t)(nblk * inner) * sizeof *part,
+                                 (void **)&part));
+#pragma omp parallel for if (total >= 32768) schedule(static)
+    for (int64_t b = 0; b < nblk; b++) {
+        double *pb = part + b * inner;
+        int64_t r1 = (b + 1) * SUM_TO_ROWS < rows ? (b + 1) * SUM_TO_ROWS : rows;
+        for (int64_t c = 0; c < inner; c++) pb[c] = 0;
+        for (int64_t r = b * SUM_TO_ROWS; r < r1; r++) {
+            const float *row = in + r * inner;
+            for (int64_t c = 0; c < inner; c++) pb[c] += row[c];
+        }
+    }
     for (int64_t c = 0; c < inner; c++) {
         double acc = 0;
-        for (int64_t r = 0; r < rows; r++) acc += in[r * inner + c];
+        for (int64_t b = 0; b < nblk; b++) acc += part[b * inner + c];
         o[c] = (float)acc;
     }
+    ember_memory_free(x->g->mm, part);
     return EMBER_OK;
 }
 
@@ -1054,7 +1073,7 @@ const ember__op_def ember__ops[EMBER__OP_COUNT] = {
     [EMBER__OP_ADD] = {"add", 0, infer_binary, bwd_add, numel_flops, 0, NULL, CPU(k_add)},
     [EMBER__OP_MUL] = {"mul", 0, infer_binary, bwd_mul, numel_flops, 0, NULL, CPU(k_mul)},
     [EMBER__OP_SCALE] = {"scale", 0, infer_same_f32, bwd_scale, numel_flops, 0, NULL, CPU(k_scale)},
-    [EMBER__OP_RELU] = {"relu", 0, infer_same_f32, bwd_relu, numel_flops, -1, NULL, CPU(k_relu)},
+    [EMBER__OP_RELU] = {"relu", 0, infer_same_f32, bwd_relu, numel_flops, 0, NULL, CPU(k_relu)},
     [EMBER__OP_SIGMOID] = {"sigmoid", 0, infer_same_f32, bwd_sigmoid, flops_softmax, 0, NULL, CPU(k_sigmoid)},
     [EMBER__OP_TANH] = {"tanh", 0, infer_same_f32, bwd_tanh, flops_softmax, 0, NULL, CPU(k_tanh)},
     [EMBER__OP_GELU] = {"gelu", 0, infer_same_f32, bwd_gelu, flops_gelu, -1, NULL, CPU(k_gelu)},
