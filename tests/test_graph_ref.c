@@ -1,7 +1,8 @@
 /*
  * The graph engine against PyTorch: every op's output and input gradients
- * (tests/ref/graph_ops.bin), and a 3-layer MLP's loss and gradients
- * (tests/ref/graph_mlp.bin), both written by tests/ref/gen_graph.py.
+ * (tests/ref/graph_ops.bin), and a 3-layer MLP's loss and gradients, then five Adam
+ * steps (losses and final weights) (tests/ref/graph_mlp.bin), both written by
+ * tests/ref/gen_graph.py.
  *
  * Tolerance: |ember - torch| <= 1e-4 * |torch| + 2e-5. Both compute in f32 but sum in
  * different orders (OpenBLAS vs torch's GEMM, double accumulators in ember's row
@@ -179,6 +180,31 @@ static void test_mlp(void) {
         CHECK_OK(ember_node_value(ember_node_grad(b[l]), &t));
         compare(name, t, fixture_get(&fx, name));
     }
+    /* five Adam steps, as torch.optim.Adam(lr=1e-2) took them */
+    ember_optimizer *opt = NULL;
+    ember_optimizer_config cfg = ember_optimizer_defaults(EMBER_OPTIM_ADAM);
+    cfg.lr = 1e-2;
+    CHECK_OK(ember_graph_optimizer_create(g, &cfg, &opt));
+    for (int s = 0; s < 5 && opt; s++) {
+        if (s > 0) {
+            CHECK_OK(ember_graph_run(g));
+            char name[16];
+            snprintf(name, sizeof name, "loss%d", s);
+            CHECK_OK(ember_node_value(loss, &t));
+            compare(name, t, fixture_get(&fx, name));
+        }
+        CHECK_OK(ember_optimizer_step(opt));
+    }
+    for (int l = 0; l < 3; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "final_w%d", l);
+        CHECK_OK(ember_node_value(w[l], &t));
+        compare(name, t, fixture_get(&fx, name));
+        snprintf(name, sizeof name, "final_b%d", l);
+        CHECK_OK(ember_node_value(b[l], &t));
+        compare(name, t, fixture_get(&fx, name));
+    }
+    ember_optimizer_destroy(opt);
     ember_graph_destroy(g);
     fixture_free(&fx);
     fx = keep;

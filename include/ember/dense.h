@@ -15,6 +15,7 @@
 #define EMBER_DENSE_H
 
 #include "ember/graph.h"
+#include "ember/optim.h"
 #include "ember/rng.h"
 
 #ifdef __cplusplus
@@ -48,6 +49,13 @@ typedef struct ember_mlp_params {
 
 /** A stack of linear layers with activations. */
 ember_status ember_mlp(ember_graph *g, ember_node *x, const ember_mlp_params *p, ember_node **out);
+
+/**
+ * A dense optimizer over every parameter of g with its gradient, named as the
+ * parameters are. Plans g (after ember_graph_build_backward). Destroy it before g.
+ */
+ember_status ember_graph_optimizer_create(ember_graph *g, const ember_optimizer_config *cfg,
+                                          ember_optimizer **out);
 
 #ifdef __cplusplus
 }

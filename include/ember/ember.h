@@ -12,9 +12,11 @@
 #ifndef EMBER_EMBER_H
 #define EMBER_EMBER_H
 
+#include "ember/checkpoint.h"
 #include "ember/dense.h"
 #include "ember/graph.h"
 #include "ember/memory.h"
+#include "ember/optim.h"
 #include "ember/rng.h"
 #include "ember/status.h"
 #include "ember/stream.h"
