@@ -9,10 +9,6 @@ const ember_bench_suite ember_bench_suites[] = {
     {"limits", "this machine's memory copy bandwidth, random 256-byte row gathers, sgemm peak",
      ember_bench_suite_limits},
     {"gemm", "f32 GEMM C = A @ B (row-major) at square and MLP shapes", ember_bench_suite_gemm},
-    {"embedding", "embedding bags, 4M-row table: forward, and forward + backward + SGD / Adagrad",
-     ember_bench_suite_embedding},
-    {"embedding-fbgemm", "the embedding cases of FBGEMM's CPU TBE, plus rowwise Adagrad",
-     ember_bench_suite_embedding_fbgemm},
     {"mlp", "one MLP training step (forward, backward, Adam) through the graph engine", ember_bench_suite_mlp},
     {NULL, NULL, NULL},
 };
