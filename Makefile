@@ -3,6 +3,7 @@
 #   make demo                 build and run the main job
 #   make check                build and run every test (ctest)
 #   make check PRESET=asan    the same under AddressSanitizer + UBSan (also: debug)
+#   make check PRESET=fuzz    clang + libFuzzer: every test, and each fuzz target for 20 s
 PRESET ?= release
 BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -10,6 +11,11 @@ export PATH := /usr/local/cuda/bin:$(PATH)
 
 # Debian packages ember builds against (CUDA comes from /usr/local/cuda when present).
 DEB_PACKAGES := cmake make gcc g++ pkg-config libopenblas-openmp-dev liblmdb-dev libopenmpi-dev openmpi-bin zlib1g-dev
+# The fuzz preset (make check PRESET=fuzz) builds with clang and links libFuzzer from
+# clang's runtime library; clang's OpenMP is libomp.
+ifeq ($(PRESET),fuzz)
+DEB_PACKAGES += clang libclang-rt-dev libomp-dev
+endif
 
 .PHONY: all deps configure build demo check test clean
 

@@ -10,6 +10,7 @@ const ember_bench_suite ember_bench_suites[] = {
      ember_bench_suite_limits},
     {"gemm", "f32 GEMM C = A @ B (row-major) at square and MLP shapes", ember_bench_suite_gemm},
     {"mlp", "one MLP training step (forward, backward, Adam) through the graph engine", ember_bench_suite_mlp},
+    {"data", "Criteo TSV to arrays, npy loader batches, synthetic rows", ember_bench_suite_data},
     {NULL, NULL, NULL},
 };
 

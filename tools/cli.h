@@ -4,5 +4,10 @@
 
 int ember_cmd_doctor(int argc, char **argv);
 int ember_cmd_graph_info(int argc, char **argv);
+int ember_cmd_train(int argc, char **argv);
+
+int ember_cmd_convert(int argc, char **argv);
+int ember_cmd_gen_data(int argc, char **argv);
+int ember_cmd_count(int argc, char **argv);
 
 #endif

@@ -27,6 +27,9 @@ static const struct {
     {"doctor", "[--quick] [--json]",
      "features, threads, measured memory bandwidth and GEMM speed, GPUs found", ember_cmd_doctor},
     {"bench", "SUITE [--quick] [--json]", "run a benchmark suite (ember bench --list)", cmd_bench},
+    {"convert", "TSV... -o PREFIX", "Criteo TSV (plain, gzip, stdin) to npy triplets", ember_cmd_convert},
+    {"gen-data", "--rows N -o PATH", "synthetic Criteo (Zipf ids, known Bayes AUC) as TSV or npy", ember_cmd_gen_data},
+    {"count", "INPUT... -o COUNTS", "per-(table, id) frequency counts and skew of training data", ember_cmd_count},
     {"graph-info", "[--dims 512-256-128] ...", "shapes, FLOPs and planned memory of a model's graph (meta mode)",
      ember_cmd_graph_info},
 };

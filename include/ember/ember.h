@@ -13,6 +13,7 @@
 #define EMBER_EMBER_H
 
 #include "ember/checkpoint.h"
+#include "ember/datasets.h"
 #include "ember/dense.h"
 #include "ember/graph.h"
 #include "ember/memory.h"
