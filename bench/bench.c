@@ -9,8 +9,14 @@ const ember_bench_suite ember_bench_suites[] = {
     {"limits", "this machine's memory copy bandwidth, random 256-byte row gathers, sgemm peak",
      ember_bench_suite_limits},
     {"gemm", "f32 GEMM C = A @ B (row-major) at square and MLP shapes", ember_bench_suite_gemm},
+    {"embedding", "embedding bags, 4M-row table: forward, and forward + backward + SGD / Adagrad",
+     ember_bench_suite_embedding},
+    {"embedding-fbgemm", "the embedding cases of FBGEMM's CPU TBE, plus rowwise Adagrad",
+     ember_bench_suite_embedding_fbgemm},
     {"mlp", "one MLP training step (forward, backward, Adam) through the graph engine", ember_bench_suite_mlp},
     {"data", "Criteo TSV to arrays, npy loader batches, synthetic rows", ember_bench_suite_data},
+    {"cache", "Criteo-Kaggle tables through the embedding cache (0.5-100%, host and LMDB) vs resident",
+     ember_bench_suite_cache},
     {NULL, NULL, NULL},
 };
 

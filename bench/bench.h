@@ -58,6 +58,8 @@ ember_status ember_bench_measure_limits(const ember_bench_opts *o, ember_limits 
 
 ember_status ember_bench_suite_limits(const ember_bench_opts *o);
 ember_status ember_bench_suite_gemm(const ember_bench_opts *o);
+ember_status ember_bench_suite_embedding(const ember_bench_opts *o);
+ember_status ember_bench_suite_embedding_fbgemm(const ember_bench_opts *o);
 ember_status ember_bench_suite_mlp(const ember_bench_opts *o);
 ember_status ember_bench_suite_data(const ember_bench_opts *o);
 ember_status ember_bench_suite_cache(const ember_bench_opts *o);

@@ -12,9 +12,11 @@
 #ifndef EMBER_EMBER_H
 #define EMBER_EMBER_H
 
+#include "ember/cache.h"
 #include "ember/checkpoint.h"
 #include "ember/datasets.h"
 #include "ember/dense.h"
+#include "ember/embedding.h"
 #include "ember/graph.h"
 #include "ember/memory.h"
 #include "ember/optim.h"

@@ -55,7 +55,8 @@ extern "C" {
     X(ERR_LMDB, -20, "LMDB error")                                                   \
     X(ERR_CANCELLED, -21, "operation cancelled")                                     \
     X(ERR_TIMEOUT, -22, "operation timed out")                                       \
-    X(ERR_INTERNAL, -23, "internal error")
+    X(ERR_INTERNAL, -23, "internal error")                                           \
+    X(ERR_STORE_FULL, -24, "store full (LMDB map size or transaction limit reached)")
 
 typedef enum ember_status {
 #define EMBER__STATUS_ENUM(name, value, msg) EMBER_##name = value,
@@ -64,7 +65,7 @@ typedef enum ember_status {
 } ember_status;
 
 /** Number of distinct statuses (EMBER_OK included). */
-#define EMBER_STATUS_COUNT 24
+#define EMBER_STATUS_COUNT 25
 
 /** Short message for a status ("out of memory ..."); "unknown status" otherwise. */
 const char *ember_strerror(ember_status st);
