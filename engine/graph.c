@@ -36,6 +36,8 @@ size_t ember__node_bytes(const ember_node *n) {
     return (size_t)ember__node_numel(n) * ember_dtype_size(n->dtype);
 }
 
+static int is_leaf(const ember_node *n) { return (n->flags & (EMBER__NODE_INPUT | EMBER__NODE_PARAM)) != 0; }
+
 /* ---- creation ---- */
 
 ember_status ember_graph_create(const ember_graph_params *p, ember_graph **out) {
@@ -240,6 +242,19 @@ ember_status ember_node_set_requires_grad(ember_node *n) {
 
 ember_node *ember_node_grad(const ember_node *n) { return n ? n->grad : NULL; }
 
+ember_status ember_graph_find(const ember_graph *g, const char *name, ember_node **out) {
+    EMBER_CHECK_NULL(g, "ember_graph_find");
+    EMBER_CHECK_NULL(name, "ember_graph_find");
+    EMBER_CHECK_NULL(out, "ember_graph_find");
+    *out = NULL;
+    for (int i = 0; i < g->n; i++)
+        if (is_leaf(g->nodes[i]) && strcmp(g->nodes[i]->name, name) == 0) {
+            *out = g->nodes[i];
+            return EMBER_OK;
+        }
+    return ember__error(EMBER_ERR_NOT_FOUND, "ember_graph_find: no input or parameter named \"%s\"", name);
+}
+
 ember_status ember_graph_checkpoint_begin(ember_graph *g) {
     EMBER_CHECK_NULL(g, "ember_graph_checkpoint_begin");
     if (g->cur_segment)
@@ -414,7 +429,6 @@ static int fl_free(freelist *fl, size_t off, size_t size) {
     return 1;
 }
 
-static int is_leaf(const ember_node *n) { return (n->flags & (EMBER__NODE_INPUT | EMBER__NODE_PARAM)) != 0; }
 
 ember_status ember_graph_plan(ember_graph *g) {
     static const char fn[] = "ember_graph_plan";
@@ -590,7 +604,7 @@ static ember_status run_entries(ember_graph *g, int from, int to) {
         const ember__op_def *d = &ember__ops[x->op];
         ember__kernel k = d->forward[g->dev.type];
 #ifdef EMBER_HAVE_CUDA
-        if (g->dev.type == EMBER_DEVICE_CUDA) k = ember__graph_cuda_kernels[x->op];
+        if (g->dev.type == EMBER_DEVICE_CUDA) k = ember__graph_cuda_kernel(x->op);
 #endif
         if (!k)
             return ember__error(EMBER_ERR_UNSUPPORTED, "graph node %d (%s): no kernel for this device", x->id,

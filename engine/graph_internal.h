@@ -45,6 +45,7 @@ typedef enum ember__op {
     EMBER__OP_SUM,
     EMBER__OP_BCE_WITH_LOGITS,
     EMBER__OP_SOFTMAX_CE,
+    EMBER__OP_EMBEDDING_BAG,
     /* grad-only ops */
     EMBER__OP_FILL,
     EMBER__OP_EXPAND,
@@ -62,6 +63,7 @@ typedef enum ember__op {
     EMBER__OP_INTERACTION_BWD,
     EMBER__OP_BCE_BWD,
     EMBER__OP_SOFTMAX_CE_BWD,
+    EMBER__OP_EMBEDDING_BAG_UPDATE,
     EMBER__OP_COUNT
 } ember__op;
 
@@ -84,6 +86,7 @@ struct ember_node {
     ember_node *src[EMBER__MAX_SRC];
     int64_t ip[EMBER_MAX_DIMS + 2]; /* integer parameters (dims, perm, offsets) */
     float fp[4];                      /* float parameters (alpha, eps, p, fill) */
+    void *opaque[2];                  /* op-owned handles (embedding bag: collection, binding) */
     char *name;
     unsigned flags;
     int segment; /* checkpoint segment, 0 = none */
@@ -150,9 +153,19 @@ typedef struct ember__op_def {
 
 extern const ember__op_def ember__ops[EMBER__OP_COUNT];
 #ifdef EMBER_HAVE_CUDA
-/* CUDA kernels by op (engine/cuda/graph_cuda.cu). */
-extern const ember__kernel ember__graph_cuda_kernels[EMBER__OP_COUNT];
+/* The CUDA kernel of an op (engine/cuda/graph_cuda.cu); NULL for leaves. */
+ember__kernel ember__graph_cuda_kernel(int op);
 #endif
+
+/* The embedding-bag op's parts, in embedding/graph_op.c. Its kernels call the
+   collection's own API, which runs on the collection's device, so they serve as both
+   the CPU and the CUDA kernels. */
+ember_status ember__ebc_infer(ember_node *n);
+ember_status ember__ebc_backward(ember_graph *g, ember_node *n, ember_node *gout, ember_node **gin);
+ember_status ember__ebc_update_infer(ember_node *n);
+ember_status ember__ebc_forward_kernel(const ember__exec *x);
+ember_status ember__ebc_update_kernel(const ember__exec *x);
+double ember__ebc_flops(const ember_node *n);
 
 /* Create a node of an op over sources with parameters; runs inference. Internal. */
 ember_status ember__node_new(ember_graph *g, ember__op op, ember_node *const *src, int nsrc,

@@ -738,6 +738,91 @@ static void test_models(void) {
     train_model("attention lm, checkpointed block", build_lm, 1);
 }
 
+/* The embedding bag on a CUDA collection against a CPU one: output, then the rows
+   after the fused SGD update its backward applies. */
+static void test_embedding_bag(void) {
+    ember_ebc *ce = NULL, *ge = NULL;
+    ember_ebc_table_config tabs[2] = {{.rows = 50, .dim = 8}, {.rows = 30, .dim = 4, .pooling = EMBER_POOLING_MEAN}};
+    CHECK_OK(ember_ebc_create(&(ember_ebc_config){.num_tables = 2, .tables = tabs}, &ce));
+    CHECK_OK(ember_ebc_create(&(ember_ebc_config){.num_tables = 2, .tables = tabs, .mm = gpu_mm,
+                                                  .tier = EMBER_TIER_DEVICE},
+                              &ge));
+    if (!ce || !ge) {
+        ember_ebc_destroy(ce);
+        ember_ebc_destroy(ge);
+        return;
+    }
+    ember_rng r1 = {.seed = 4}, r2 = {.seed = 4};
+    CHECK_OK(ember_ebc_init_uniform(ce, &r1, -1, 1));
+    CHECK_OK(ember_ebc_init_uniform(ge, &r2, -1, 1));
+    enum { B = 16 };
+    int64_t v0[40], o0[B + 1], v1[40], o1[B + 1];
+    o0[0] = o1[0] = 0;
+    for (int b = 0; b < B; b++) {
+        o0[b + 1] = o0[b] + b % 3;
+        o1[b + 1] = o1[b] + 1 + b % 2;
+    }
+    for (int i = 0; i < 40; i++) {
+        v0[i] = (i * 7) % 50;
+        v1[i] = (i * 5) % 30;
+    }
+    /* device copies of the batch arrays */
+    ember_tensor *hv[4], *dv[4];
+    const int64_t *src[4] = {v0, o0, v1, o1};
+    int64_t len[4] = {o0[B], B + 1, o1[B], B + 1};
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(ember_tensor_wrap((void *)src[i], EMBER_DTYPE_I64, 1, &len[i], NULL, EMBER_CPU, &hv[i]));
+        CHECK_OK(ember_tensor_create(&(ember_tensor_params){.dtype = EMBER_DTYPE_I64, .ndim = 1, .shape = {len[i]},
+                                                            .tier = EMBER_TIER_DEVICE, .mm = gpu_mm},
+                                     &dv[i]));
+        CHECK_OK(ember_tensor_copy(dv[i], hv[i]));
+    }
+    ember_jagged_feature cf[2] = {{.values = v0, .offsets = o0, .length = o0[B]},
+                                  {.values = v1, .offsets = o1, .length = o1[B]}};
+    ember_jagged_feature gf[2] = {{.values = ember_tensor_data(dv[0]), .offsets = ember_tensor_data(dv[1]), .length = o0[B]},
+                                  {.values = ember_tensor_data(dv[2]), .offsets = ember_tensor_data(dv[3]), .length = o1[B]}};
+    ember_jagged cb = {.batch = B, .num_features = 2, .features = cf}, gb = {.batch = B, .num_features = 2, .features = gf};
+    ember_ebc_binding cbind = {.batch = &cb, .call = {.lr = 0.5f}}, gbind = {.batch = &gb, .call = {.lr = 0.5f}};
+    ember_graph *g[2] = {NULL, NULL};
+    ember_node *eb[2], *w[2], *h[2], *loss[2];
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(ember_graph_create(k ? &(ember_graph_params){.mm = gpu_mm, .tier = EMBER_TIER_DEVICE} : NULL, &g[k]));
+        CHECK_OK(ember_embedding_bag(g[k], &(ember_embedding_bag_params){.ebc = k ? ge : ce, .batch = B,
+                                                                             .bind = k ? &gbind : &cbind},
+                                     &eb[k]));
+        CHECK_OK(ember_graph_param(g[k], "w", EMBER_DTYPE_F32, 2, (int64_t[]){12, 3}, &w[k]));
+        ember_tensor *wt, *wh;
+        CHECK_OK(ember_node_value(w[k], &wt));
+        CHECK_OK(ember_tensor_create(&(ember_tensor_params){.dtype = EMBER_DTYPE_F32, .ndim = 2, .shape = {12, 3}}, &wh));
+        ember_rng r3 = {.seed = 9};
+        CHECK_OK(ember_rng_uniform(&r3, wh, -1, 1));
+        CHECK_OK(ember_tensor_copy(wt, wh));
+        ember_tensor_destroy(wh);
+        CHECK_OK(ember_op_matmul(g[k], eb[k], w[k], 0, 0, &h[k]));
+        CHECK_OK(ember_op_sum(g[k], h[k], 0, &loss[k]));
+        CHECK_OK(ember_graph_mark_output(g[k], eb[k]));
+        CHECK_OK(ember_graph_build_backward(g[k], loss[k]));
+        CHECK_OK(ember_graph_run(g[k]));
+    }
+    compare_nodes("embedding_bag", "out", eb[0], eb[1], (tol){1e-6, 1e-6});
+    for (int t = 0; t < 2; t++) {
+        float a[50 * 8], b[50 * 8];
+        CHECK_OK(ember_ebc_read_rows(ce, t, 0, tabs[t].rows, a));
+        CHECK_OK(ember_ebc_read_rows(ge, t, 0, tabs[t].rows, b));
+        CHECK_NEAR_ARRAY(a, b, tabs[t].rows * tabs[t].dim, 1e-5);
+    }
+    side d = {.g = g[1]};
+    count_runs(&d);
+    for (int i = 0; i < 4; i++) {
+        ember_tensor_destroy(hv[i]);
+        ember_tensor_destroy(dv[i]);
+    }
+    ember_graph_destroy(g[0]);
+    ember_graph_destroy(g[1]);
+    ember_ebc_destroy(ce);
+    ember_ebc_destroy(ge);
+}
+
 /* Every op of the registry ran on the GPU somewhere above (leaves have no kernel). */
 static void test_registry_covered(void) {
     const char *const *names = ember_graph_op_names();
@@ -758,6 +843,7 @@ int main(void) {
     if (!gpu_mm) return check_summary();
     test_ops();
     test_index_errors();
+    test_embedding_bag();
     test_models();
     test_registry_covered();
     ember_memory_destroy(gpu_mm);

@@ -30,6 +30,8 @@ static const struct {
     {"convert", "TSV... -o PREFIX", "Criteo TSV (plain, gzip, stdin) to npy triplets", ember_cmd_convert},
     {"gen-data", "--rows N -o PATH", "synthetic Criteo (Zipf ids, known Bayes AUC) as TSV or npy", ember_cmd_gen_data},
     {"count", "INPUT... -o COUNTS", "per-(table, id) frequency counts and skew of training data", ember_cmd_count},
+    {"train", "[--data PATH] [options]", "train a DLRM (default: synthetic Criteo-like data) and report AUC",
+     ember_cmd_train},
     {"graph-info", "[--dims 512-256-128] ...", "shapes, FLOPs and planned memory of a model's graph (meta mode)",
      ember_cmd_graph_info},
 };

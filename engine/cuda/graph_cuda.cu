@@ -1140,20 +1140,13 @@ constexpr ember__kernel kernel_for(int op) {
     case EMBER__OP_INTERACTION_BWD: return k_interaction_bwd;
     case EMBER__OP_BCE_BWD: return k_bce_bwd;
     case EMBER__OP_SOFTMAX_CE_BWD: return k_ce_bwd;
+    /* the collection's API runs on the collection's device */
+    case EMBER__OP_EMBEDDING_BAG: return ember__ebc_forward_kernel;
+    case EMBER__OP_EMBEDDING_BAG_UPDATE: return ember__ebc_update_kernel;
     default: return nullptr; /* INPUT, PARAM: leaves are never scheduled */
     }
 }
 
 } // namespace
 
-/* C++ has no designated array initialisers, so entry i is kernel_for(i) for i below the
- * registry's 40 ops. When ops are added, add their cases above and extend the list to
- * EMBER__OP_COUNT: until then the last entries are NULL (the executor reports
- * EMBER_ERR_UNSUPPORTED naming the op, and tests/test_graph_cuda.c fails its coverage
- * check), never a wrong kernel, since kernel_for maps by op, not by position. */
-#define EMBER__K4(i) kernel_for(i), kernel_for(i + 1), kernel_for(i + 2), kernel_for(i + 3)
-extern "C" const ember__kernel ember__graph_cuda_kernels[EMBER__OP_COUNT] = {
-    EMBER__K4(0),  EMBER__K4(4),  EMBER__K4(8),  EMBER__K4(12), EMBER__K4(16),
-    EMBER__K4(20), EMBER__K4(24), EMBER__K4(28), EMBER__K4(32), EMBER__K4(36),
-};
-#undef EMBER__K4
+extern "C" ember__kernel ember__graph_cuda_kernel(int op) { return kernel_for(op); }

@@ -14,6 +14,7 @@
 #ifndef EMBER_DENSE_H
 #define EMBER_DENSE_H
 
+#include "ember/embedding.h"
 #include "ember/graph.h"
 #include "ember/optim.h"
 #include "ember/rng.h"
@@ -49,6 +50,44 @@ typedef struct ember_mlp_params {
 
 /** A stack of linear layers with activations. */
 ember_status ember_mlp(ember_graph *g, ember_node *x, const ember_mlp_params *p, ember_node **out);
+
+/**
+ * What an embedding-bag node reads when it runs: set `batch` before each forward and
+ * `call` (learning rate, step, and the cache's slot rows if any) before each backward.
+ * Owned by the caller; must outlive the graph's runs.
+ */
+typedef struct ember_ebc_binding {
+    const ember_jagged *batch;
+    ember_ebc_call call;
+} ember_ebc_binding;
+
+typedef struct ember_embedding_bag_params {
+    ember_ebc *ebc;            /* the collection (NULL only in a meta graph) */
+    int64_t batch;             /* B: samples per batch */
+    int64_t output_dim;        /* meta graphs without a collection: the pooled width */
+    ember_ebc_binding *bind;   /* required with a collection */
+} ember_embedding_bag_params;
+
+/**
+ * Pooled embeddings of every table, (B, output_dim), as a graph node. Its gradient is
+ * not a tensor: the backward pass applies the collection's fused sparse optimizer to
+ * the rows of the batch, in place (ember_ebc_backward), once the dense gradient of
+ * its output is complete. Not allowed inside a checkpoint segment (a recomputation
+ * would read rows already updated).
+ */
+ember_status ember_embedding_bag(ember_graph *g, const ember_embedding_bag_params *p, ember_node **out);
+
+/** Quality of click predictions. */
+typedef struct ember_metrics {
+    int64_t samples;
+    double auc;           /* exact ROC AUC, tied scores counted half; NaN with one class only */
+    double logloss;       /* mean binary cross-entropy, probabilities clamped to [1e-7, 1 - 1e-7] */
+    double accuracy;      /* threshold 0.5 */
+    double positive_rate; /* mean label */
+} ember_metrics;
+
+/** Metrics of probabilities against labels in [0, 1] (n > 0). Sorts a copy: O(n log n). */
+ember_status ember_metrics_compute(const float *probs, const float *labels, int64_t n, ember_metrics *out);
 
 /**
  * A dense optimizer over every parameter of g with its gradient, named as the

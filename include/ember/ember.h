@@ -16,6 +16,7 @@
 #include "ember/checkpoint.h"
 #include "ember/datasets.h"
 #include "ember/dense.h"
+#include "ember/dlrm.h"
 #include "ember/embedding.h"
 #include "ember/graph.h"
 #include "ember/memory.h"

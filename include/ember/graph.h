@@ -92,6 +92,8 @@ ember_status ember_graph_build_backward(ember_graph *g, ember_node *loss);
 ember_status ember_node_set_requires_grad(ember_node *n);
 /** The gradient node of a leaf or activation (NULL before build_backward or if none). */
 ember_node *ember_node_grad(const ember_node *n);
+/** The leaf (input or parameter) with this name. @return EMBER_OK or EMBER_ERR_NOT_FOUND. */
+ember_status ember_graph_find(const ember_graph *g, const char *name, ember_node **out);
 
 /** Plan the schedule and memory (done by the first run; needed explicitly in meta mode). */
 ember_status ember_graph_plan(ember_graph *g);

@@ -1,0 +1,87 @@
+/*
+ * ember/dlrm.h: the DLRM model (Naumov et al. 2019) built on the graph engine and the
+ * embedding-bag collection, with its training step.
+ *
+ *   dense (B, 13) -> bottom MLP (ReLU after every layer) -> z (B, d)
+ *   sparse ids    -> one embedding bag per table (sum pooling) -> e (B, T * d)
+ *   dot interaction: the pairwise dot products of the T + 1 vectors [z, e_1..e_T]
+ *                    (strict lower triangle), concatenated after z
+ *   top MLP (ReLU between layers, none after the last) -> logit (B, 1) -> BCE
+ *
+ * Every dense parameter is initialised as torch.nn.Linear does; embedding rows
+ * uniformly in [-1/sqrt(rows), 1/sqrt(rows)] as the DLRM reference does, all from one
+ * Philox stream of the config's seed. A training step runs forward, backward, the
+ * fused sparse update of the embedding rows and the dense optimizer.
+ *
+ *     ember_dlrm *m;
+ *     ember_dlrm_create(&(ember_dlrm_config){.num_tables = 26, .table_rows = rows,
+ *                                             .emb_dim = 64, .batch = 2048, .seed = 1}, &m);
+ *     float loss;
+ *     ember_dlrm_train_step(m, dense, &jagged, labels, &loss);
+ *
+ * Thread safety: a model is used by one thread at a time.
+ */
+#ifndef EMBER_DLRM_H
+#define EMBER_DLRM_H
+
+#include <stdint.h>
+
+#include "ember/dense.h"
+#include "ember/embedding.h"
+#include "ember/graph.h"
+#include "ember/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EMBER_DLRM_MAX_LAYERS 16
+
+typedef struct ember_dlrm_config {
+    int num_dense;               /* dense features; 0 = 13 */
+    int num_tables;              /* categorical features, one table each (>= 1) */
+    const int64_t *table_rows;   /* (num_tables,) rows per table */
+    int emb_dim;                 /* embedding dim = bottom MLP output; 0 = 64 */
+    int64_t bottom[EMBER_DLRM_MAX_LAYERS]; /* bottom MLP sizes after the input, ending with
+                                              emb_dim; all 0 = {512, 256, emb_dim} */
+    int64_t top[EMBER_DLRM_MAX_LAYERS];    /* top MLP sizes after the interaction, ending with
+                                              1; all 0 = {1024, 1024, 512, 256, 1} */
+    int64_t batch;               /* samples per step (> 0) */
+    ember_row_format row_format; /* embedding storage (default f32) */
+    ember_sparse_optim_config sparse_optim; /* embedding rows (default SGD) */
+    ember_optimizer_config dense_optim;     /* dense layers; kind and lr 0 = SGD, lr = sparse lr */
+    float sparse_lr;             /* learning rate of the embedding rows; 0 = 0.01 */
+    uint64_t seed;
+    ember_memory *mm;            /* NULL: ember_memory_default() */
+    ember_tier tier;             /* HOST (default) or DEVICE */
+} ember_dlrm_config;
+
+typedef struct ember_dlrm ember_dlrm;
+
+/**
+ * Build the graph, the tables and the optimizers.
+ * @return EMBER_OK, EMBER_ERR_INVALID_ARGUMENT (naming the field), EMBER_ERR_SHAPE,
+ *         EMBER_ERR_OUT_OF_MEMORY.
+ */
+ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out);
+void ember_dlrm_destroy(ember_dlrm *m);
+
+/**
+ * One step on a batch of cfg->batch samples: dense (B, num_dense) f32, sparse one
+ * feature per table (host arrays), labels (B) in [0, 1]. *loss gets the batch's mean
+ * BCE before the update (may be NULL).
+ */
+ember_status ember_dlrm_train_step(ember_dlrm *m, const float *dense, const ember_jagged *sparse,
+                                   const float *labels, float *loss);
+/** Click probabilities (B) for a batch, without training (dropout-free, no update). */
+ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_jagged *sparse, float *probs);
+
+/** The graph (parameters named "bottom.<i>.weight", "top.<i>.bias", ...) and the tables. */
+ember_graph *ember_dlrm_graph(ember_dlrm *m);
+ember_ebc *ember_dlrm_tables(ember_dlrm *m);
+ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EMBER_DLRM_H */
