@@ -27,6 +27,7 @@
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #define EMBER_EBC_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -62,8 +63,12 @@ static inline void prefetch_write(const char *p, size_t bytes) {
 #ifdef EMBER_EBC_X86
 
 /* AVX-512 (F + BW + VL for the 8/16-bit masked loads) */
+#if defined(__clang__) /* clang ignores GCC target pragmas */
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#endif
 #define FN(name) name##_avx512
 #define VW 16
 typedef __m512 vf_avx512;
@@ -115,11 +120,19 @@ typedef __mmask16 vmask;
 #undef V_LDMBF16
 #undef V_LDMU8
 #undef V_STM
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 /* AVX2 + FMA + F16C */
+#if defined(__clang__) /* clang ignores GCC target pragmas */
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 static inline float hsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -163,7 +176,11 @@ typedef __m256 vf_avx2;
 #undef V_LDF16
 #undef V_LDBF16
 #undef V_LDU8
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 #endif /* EMBER_EBC_X86 */
 
@@ -232,12 +249,19 @@ static const isa_impl *chosen;
 static int detected; /* the best level this CPU runs */
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
+#ifdef EMBER_EBC_X86
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know it. */
+static int has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 static void choose(void) {
     int level = 0;
 #ifdef EMBER_EBC_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c())
         level = 1;
     if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl"))
