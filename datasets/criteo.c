@@ -72,7 +72,8 @@ static const unsigned char hexv[256] = {
  * Eight hex digits at p to a 32-bit value, eight bytes at a time (SWAR): 1 if all eight
  * are hex digits, else 0. For bytes below 0x80, ((b | 0x80) - n) keeps its high bit
  * exactly when b >= n, with no borrow into the next byte; OR-ing 0x20 folds 'A'-'F'
- * onto 'a'-'f' and leaves digits alone.
+ * onto 'a'-'f' and leaves digits alone (but would also fold control bytes 0x10-0x19
+ * onto digits, so digits are checked before folding).
  */
 static inline int hex8(const unsigned char *p, uint32_t *out) {
     const uint64_t H = UINT64_C(0x8080808080808080), ONE = UINT64_C(0x0101010101010101);
@@ -81,7 +82,9 @@ static inline int hex8(const unsigned char *p, uint32_t *out) {
     if (w & H) return 0;
     uint64_t l = w | (ONE * 0x20);
 #define GE(x, n) ((((x) | H) - ONE * (n)) & H)
-    uint64_t digit = GE(l, 0x30) & ~GE(l, 0x3a), alpha = GE(l, 0x61) & ~GE(l, 0x67);
+    /* Digits are tested on the raw bytes: folding would turn 0x10-0x19 into '0'-'9'.
+       Letters on the folded bytes: l in 'a'..'f' exactly when w is in 'A'..'F' or 'a'..'f'. */
+    uint64_t digit = GE(w, 0x30) & ~GE(w, 0x3a), alpha = GE(l, 0x61) & ~GE(l, 0x67);
 #undef GE
     if ((digit | alpha) != H) return 0;
     uint64_t v = (l & (ONE * 0x0f)) + (alpha >> 7) * 9; /* nibble per byte, first char in byte 0 */
