@@ -1010,21 +1010,36 @@ static ember_status bwd_bce(ember_graph *g, ember_node *n, ember_node *go, ember
     return mk(g, EMBER__OP_BCE_BWD, &gin[0], 3, n->src[0], n->src[1], go);
 }
 
-static ember_status k_ce(const ember__exec *x) {
-    const ember_node *lgn = x->n->src[0];
-    int64_t rows = lgn->shape[0], c = lgn->shape[1];
-    const float *lg = CF(x->src[0]);
-    double acc = 0;
+/* Every label in [0, C), checked before anything is written. */
+static ember_status check_labels(const ember__exec *x, int64_t rows, int64_t c) {
     for (int64_t r = 0; r < rows; r++) {
         int64_t y = index_at(x->src[1], r);
         if (y < 0 || y >= c)
             return ember__error(EMBER_ERR_INDEX, "softmax_cross_entropy: label %lld of row %lld outside [0, %lld)",
                                 (long long)y, (long long)r, (long long)c);
-        const float *lr = lg + r * c;
-        double mx = -INFINITY, s = 0;
-        for (int64_t j = 0; j < c; j++) mx = lr[j] > mx ? lr[j] : mx;
-        for (int64_t j = 0; j < c; j++) s += exp(lr[j] - mx);
-        acc += mx + log(s) - lr[y];
+    }
+    return EMBER_OK;
+}
+
+/* The row's max and sum of exp(x - max), in double. */
+static void row_lse(const float *lr, int64_t c, double *mx, double *s) {
+    double m = -INFINITY, acc = 0;
+    for (int64_t j = 0; j < c; j++) m = lr[j] > m ? lr[j] : m;
+    for (int64_t j = 0; j < c; j++) acc += exp(lr[j] - m);
+    *mx = m;
+    *s = acc;
+}
+
+static ember_status k_ce(const ember__exec *x) {
+    const ember_node *lgn = x->n->src[0];
+    int64_t rows = lgn->shape[0], c = lgn->shape[1];
+    const float *lg = CF(x->src[0]);
+    EMBER_TRY(check_labels(x, rows, c));
+    double acc = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        double mx, s;
+        row_lse(lg + r * c, c, &mx, &s);
+        acc += mx + log(s) - lg[r * c + index_at(x->src[1], r)];
     }
     F(x->out)[0] = (float)(rows ? acc / (double)rows : 0);
     return EMBER_OK;
@@ -1036,15 +1051,12 @@ static ember_status k_ce_bwd(const ember__exec *x) {
     const float *lg = CF(x->src[0]);
     float gsc = CF(x->src[2])[0];
     float *o = F(x->out);
+    EMBER_TRY(check_labels(x, rows, c));
     for (int64_t r = 0; r < rows; r++) {
-        int64_t y = index_at(x->src[1], r);
-        if (y < 0 || y >= c)
-            return ember__error(EMBER_ERR_INDEX, "softmax_cross_entropy: label %lld of row %lld outside [0, %lld)",
-                                (long long)y, (long long)r, (long long)c);
         const float *lr = lg + r * c;
-        double mx = -INFINITY, s = 0;
-        for (int64_t j = 0; j < c; j++) mx = lr[j] > mx ? lr[j] : mx;
-        for (int64_t j = 0; j < c; j++) s += exp(lr[j] - mx);
+        int64_t y = index_at(x->src[1], r);
+        double mx, s;
+        row_lse(lr, c, &mx, &s);
         for (int64_t j = 0; j < c; j++)
             o[r * c + j] = (float)((exp(lr[j] - mx) / s - (j == y ? 1.0 : 0.0)) * gsc / (double)rows);
     }
