@@ -1108,7 +1108,6 @@ ember_status ember_cache_create(const ember_cache_config *cfg, ember_cache **out
             break;
         }
         if (!c->cuda) {
-            ember__advise_huge(tb->slots, bytes);
             memset(tb->slots, 0, bytes);
         }
         /* a table whose slots hold all its rows is mapped 1:1 */
@@ -1117,7 +1116,6 @@ ember_status ember_cache_create(const ember_cache_config *cfg, ember_cache **out
             st = ember_memory_alloc(c->mm, EMBER_TIER_HOST, EMBER_MEM_CACHE, 2 * (size_t)tb->rows,
                                     (void **)&tb->loaded);
             if (st != EMBER_OK) break;
-            ember__advise_huge(tb->loaded, 2 * (size_t)tb->rows);
             memset(tb->loaded, 0, 2 * (size_t)tb->rows);
             tb->seen = tb->loaded + tb->rows;
         }
@@ -1142,7 +1140,6 @@ ember_status ember_cache_create(const ember_cache_config *cfg, ember_cache **out
                     break;
                 }
                 st = ember_memory_alloc(c->mm, EMBER_TIER_HOST, EMBER_MEM_CACHE, bytes, (void **)&tb->hdata);
-                if (st == EMBER_OK) ember__advise_huge(tb->hdata, bytes);
                 if (st != EMBER_OK) {
                     char what[256];
                     snprintf(what, sizeof what, "%s: table %d (\"%s\"): DRAM cache of %lld rows", fn, t,

@@ -76,7 +76,6 @@ static inline void ember__idmap_prefetch(const ember__idmap *m, int64_t id) {
 
 /* Large DRAM arrays read at random (slots, metadata, maps): ask for 2 MB pages, which
    save a TLB miss per access. Advice only. */
-void ember__advise_huge(void *p, size_t bytes);
 
 /* ---- slot set: one tier's slots of one table ---- */
 

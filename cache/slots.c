@@ -8,22 +8,10 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "cache/cache_internal.h"
 #include "engine/internal.h"
 
-void ember__advise_huge(void *p, size_t bytes) {
-#ifdef MADV_HUGEPAGE
-    if (bytes < ((size_t)8 << 20)) return;
-    uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
-    uintptr_t end = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
-    if (end > a) (void)madvise((void *)a, end - a, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
 
 /* ---- id map ---- */
 
@@ -37,7 +25,6 @@ static ember_status idmap_alloc(ember__idmap *m, uint64_t cap) {
     void *p = NULL;
     size_t bytes = (size_t)cap * sizeof(ember__ident);
     EMBER_TRY(ember_memory_alloc(m->mm, EMBER_TIER_HOST, EMBER_MEM_CACHE, bytes, &p));
-    ember__advise_huge(p, bytes);
     m->e = p;
     m->cap = cap;
     m->shift = 64 - log2_u64(cap);
@@ -163,7 +150,6 @@ ember_status ember__slots_init(ember__slots *s, ember_memory *mm, int64_t cap, i
     size_t n = (size_t)cap;
     size_t bytes = 2 * n * sizeof(ember__hent) + n * (sizeof(ember__slotmeta) + sizeof(int32_t)) + 64;
     EMBER_TRY(ember_memory_alloc(mm, EMBER_TIER_HOST, EMBER_MEM_CACHE, bytes, &s->block));
-    ember__advise_huge(s->block, bytes);
     char *p = s->block;
     s->heap = (ember__hent *)p;
     p += 2 * n * sizeof(ember__hent);

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -325,20 +324,6 @@ void ember_ebc_destroy(ember_ebc *e) {
     free(e);
 }
 
-/* Large host tables are gathered at random: 2 MB pages save a TLB miss per row. Advice
- * only; the kernel may ignore it. */
-static void advise_huge_pages(void *p, size_t bytes) {
-#ifdef MADV_HUGEPAGE
-    if (bytes < ((size_t)8 << 20)) return;
-    uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
-    uintptr_t end = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
-    if (end > a) (void)madvise((void *)a, end - a, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
 ember_status ember_ebc_create(const ember_ebc_config *cfg, ember_ebc **out) {
     static const char fn[] = "ember_ebc_create";
     EMBER_CHECK_NULL(out, fn);
@@ -418,7 +403,6 @@ ember_status ember_ebc_create(const ember_ebc_config *cfg, ember_ebc **out) {
             st = ember__error(st, "%s: table %d (\"%s\"): %s", fn, i, t->name, ember_last_error());
             break;
         }
-        if (dev.type == EMBER_DEVICE_CPU) advise_huge_pages(t->data, bytes);
         init_arg a = {0};
         st = with_records(e, t, 0, t->rows, 0, 1, init_records, &a);
     }
