@@ -119,6 +119,20 @@ static inline void check__report(int ok, const char *file, int line, const char 
         }                                                                                    \
     } while (0)
 
+/* Element i of a host array of any ember dtype, as a double (NaN for a bad dtype). */
+static inline double check_elem(const void *p, ember_dtype dt, int64_t i) {
+    switch (dt) {
+    case EMBER_DTYPE_F32: return ((const float *)p)[i];
+    case EMBER_DTYPE_F16: return ember_f16_to_f32(((const uint16_t *)p)[i]);
+    case EMBER_DTYPE_BF16: return ember_bf16_to_f32(((const uint16_t *)p)[i]);
+    case EMBER_DTYPE_I8: return ((const int8_t *)p)[i];
+    case EMBER_DTYPE_U8: return ((const uint8_t *)p)[i];
+    case EMBER_DTYPE_I32: return ((const int32_t *)p)[i];
+    case EMBER_DTYPE_I64: return (double)((const int64_t *)p)[i];
+    default: return NAN;
+    }
+}
+
 /* Skip the whole binary (ctest SKIP_RETURN_CODE 77). */
 #define CHECK_SKIP(why)                         \
     do {                                        \

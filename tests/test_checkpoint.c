@@ -249,19 +249,6 @@ static void store(void *p, ember_dtype dt, int64_t i, double v) {
     }
 }
 
-static double load(const void *p, ember_dtype dt, int64_t i) {
-    switch (dt) {
-    case EMBER_DTYPE_F32: return ((const float *)p)[i];
-    case EMBER_DTYPE_F16: return ember_f16_to_f32(((const uint16_t *)p)[i]);
-    case EMBER_DTYPE_BF16: return ember_bf16_to_f32(((const uint16_t *)p)[i]);
-    case EMBER_DTYPE_I8: return ((const int8_t *)p)[i];
-    case EMBER_DTYPE_U8: return ((const uint8_t *)p)[i];
-    case EMBER_DTYPE_I32: return ((const int32_t *)p)[i];
-    case EMBER_DTYPE_I64: return (double)((const int64_t *)p)[i];
-    default: return NAN;
-    }
-}
-
 static ember_tensor *new_tensor(ember_dtype dt, int ndim, const int64_t *shape) {
     ember_tensor_params p = {.dtype = dt, .ndim = ndim};
     for (int i = 0; i < ndim; i++) p.shape[i] = shape[i];
@@ -286,7 +273,7 @@ static void check_pattern_in(ember_safetensors *f, const pat_spec *s) {
     for (int d = 0; d < s->ndim; d++) CHECK_EQ_INT(ember_tensor_dim(t, d), s->shape[d]);
     int64_t bad = -1;
     for (int64_t i = 0; i < ember_tensor_numel(t) && bad < 0; i++)
-        if (load(ember_tensor_data(t), s->dtype, i) != pattern(s->dtype, i)) bad = i;
+        if (check_elem(ember_tensor_data(t), s->dtype, i) != pattern(s->dtype, i)) bad = i;
     if (bad >= 0) fprintf(stderr, "  tensor %s differs at %lld\n", s->name, (long long)bad);
     CHECK(bad < 0);
     ember_tensor_destroy(t);

@@ -113,17 +113,7 @@ static ember_tensor *host_away_from_zero(ember_dtype dt, int ndim, const int64_t
 
 /* Element i of a contiguous host tensor, as a double. */
 static double elem(const ember_tensor *t, int64_t i) {
-    const void *p = ember_tensor_data(t);
-    switch (ember_tensor_dtype(t)) {
-    case EMBER_DTYPE_F32: return ((const float *)p)[i];
-    case EMBER_DTYPE_F16: return ember_f16_to_f32(((const uint16_t *)p)[i]);
-    case EMBER_DTYPE_BF16: return ember_bf16_to_f32(((const uint16_t *)p)[i]);
-    case EMBER_DTYPE_I8: return ((const int8_t *)p)[i];
-    case EMBER_DTYPE_U8: return ((const uint8_t *)p)[i];
-    case EMBER_DTYPE_I32: return ((const int32_t *)p)[i];
-    case EMBER_DTYPE_I64: return (double)((const int64_t *)p)[i];
-    default: return NAN;
-    }
+    return check_elem(ember_tensor_data(t), ember_tensor_dtype(t), i);
 }
 
 /* ---- comparisons (ref: CPU result on the host; got: GPU result, any tier) ---- */

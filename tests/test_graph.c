@@ -117,7 +117,7 @@ static ember_status b_slice(ember_graph *g, ember_node **o) { return ember_op_sl
 static ember_status b_reshape(ember_graph *g, ember_node **o) {
     ember_node *a = leaf(g, "a", 2, S(3, 4), 1), *r, *s;
     EMBER_TRY(ember_op_reshape(g, a, 3, S(2, -1, 2), &r));
-    EMBER_TRY(ember_op_sigmoid(g, r, &s)); /* a reshape of a dying value runs in place */
+    EMBER_TRY(ember_op_sigmoid(g, r, &s)); /* sigmoid may take over r, which dies here */
     return ember_op_reshape(g, s, 1, S(12), o);
 }
 static ember_status b_permute(ember_graph *g, ember_node **o) {

@@ -44,19 +44,9 @@ static double ref_binary(ember_binary_op op, double a, double b) {
     }
 }
 
-/* Element i of a float tensor as double. */
+/* Element i of a host tensor as double. */
 static double at(const ember_tensor *t, int64_t i) {
-    const void *d = ember_tensor_data(t);
-    switch (ember_tensor_dtype(t)) {
-    case EMBER_DTYPE_F32: return ((const float *)d)[i];
-    case EMBER_DTYPE_F16: return ember_f16_to_f32(((const uint16_t *)d)[i]);
-    case EMBER_DTYPE_BF16: return ember_bf16_to_f32(((const uint16_t *)d)[i]);
-    case EMBER_DTYPE_I8: return ((const int8_t *)d)[i];
-    case EMBER_DTYPE_U8: return ((const uint8_t *)d)[i];
-    case EMBER_DTYPE_I32: return ((const int32_t *)d)[i];
-    case EMBER_DTYPE_I64: return (double)((const int64_t *)d)[i];
-    default: return NAN;
-    }
+    return check_elem(ember_tensor_data(t), ember_tensor_dtype(t), i);
 }
 
 static double dtype_tol(ember_dtype dt) {
