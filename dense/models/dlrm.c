@@ -18,7 +18,12 @@ struct ember_dlrm {
     int64_t bottom[EMBER_DLRM_MAX_LAYERS + 1], top[EMBER_DLRM_MAX_LAYERS + 1];
     int nbottom, ntop;
     ember_graph *g;
-    ember_ebc *ebc;
+    ember_ebc *ebc;              /* resident tables, or the cache's compute collection */
+    ember_cache *cache;          /* NULL: resident */
+    const ember_jagged *queue[64]; /* submitted to the cache, oldest first */
+    int qhead, qlen;
+    int64_t *rows; /* owned copies of the config's arrays */
+    int *dims;
     ember_optimizer *opt;
     ember_ebc_binding bind;
     ember_node *dense, *labels, *logits, *loss;
@@ -48,7 +53,7 @@ static ember_status init_tables(ember_dlrm *m, ember_rng *rng) {
             st = ember_tensor_wrap(buf, EMBER_DTYPE_F32, 1, (int64_t[]){n * d}, NULL, EMBER_CPU, &v);
             if (st == EMBER_OK) st = ember_rng_uniform(rng, v, -bound, bound);
             ember_tensor_destroy(v);
-            if (st == EMBER_OK) st = ember_ebc_write_rows(m->ebc, t, r, n, buf);
+            if (st == EMBER_OK) st = ember_dlrm_write_table(m, t, r, n, buf, NULL);
         }
     }
     ember_memory_free(NULL, buf);
@@ -110,6 +115,19 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
     ember_dlrm *m = calloc(1, sizeof *m);
     if (!m) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
     m->cfg = c;
+    m->cfg.cache = NULL; /* used only here */
+    m->rows = malloc((size_t)c.num_tables * sizeof *m->rows);
+    m->dims = malloc((size_t)c.num_tables * sizeof *m->dims);
+    if (!m->rows || !m->dims) {
+        ember_dlrm_destroy(m);
+        return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %d tables", fn, c.num_tables);
+    }
+    for (int t = 0; t < c.num_tables; t++) {
+        m->rows[t] = c.table_rows[t];
+        m->dims[t] = c.table_dims ? c.table_dims[t] : c.emb_dim;
+    }
+    m->cfg.table_rows = m->rows;
+    m->cfg.table_dims = c.table_dims ? m->dims : NULL;
     m->nbottom = count_layers(c.bottom);
     if (!m->nbottom) {
         int64_t def[] = {512, 256, c.emb_dim};
@@ -137,10 +155,16 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
     if (st == EMBER_OK && !tabs) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: tables", fn);
     for (int t = 0; st == EMBER_OK && t < c.num_tables; t++)
         tabs[t] = (ember_ebc_table_config){.rows = c.table_rows[t], .dim = c.emb_dim, .format = c.row_format};
-    if (st == EMBER_OK)
-        st = ember_ebc_create(&(ember_ebc_config){.num_tables = c.num_tables, .tables = tabs, .optim = c.sparse_optim,
-                                                  .mm = c.mm, .tier = c.tier},
-                              &m->ebc);
+    ember_ebc_config ec = {.num_tables = c.num_tables, .tables = tabs, .optim = c.sparse_optim, .mm = c.mm,
+                           .tier = c.tier};
+    if (st == EMBER_OK && c.cache) {
+        ember_cache_config cc = *c.cache;
+        cc.collection = ec;
+        st = ember_cache_create(&cc, &m->cache);
+        if (st == EMBER_OK) m->ebc = ember_cache_collection(m->cache);
+    } else if (st == EMBER_OK) {
+        st = ember_ebc_create(&ec, &m->ebc);
+    }
     free(tabs);
     if (st == EMBER_OK) st = ember_graph_create(&(ember_graph_params){.mm = c.mm, .tier = c.tier, .seed = c.seed}, &m->g);
     if (st == EMBER_OK) st = build(m);
@@ -156,7 +180,10 @@ void ember_dlrm_destroy(ember_dlrm *m) {
     if (!m) return;
     ember_optimizer_destroy(m->opt);
     ember_graph_destroy(m->g);
-    ember_ebc_destroy(m->ebc);
+    if (m->cache) ember_cache_destroy(m->cache);
+    else ember_ebc_destroy(m->ebc);
+    free(m->rows);
+    free(m->dims);
     free(m);
 }
 
@@ -193,14 +220,54 @@ ember_status ember_dlrm_train_step(ember_dlrm *m, const float *dense, const embe
                             m->cfg.num_tables);
     EMBER_TRY(feed(m->dense, dense));
     EMBER_TRY(feed(m->labels, labels));
-    m->bind.batch = sparse;
+    ember_cache_batch *cb = NULL;
+    if (m->cache) {
+        if (m->qlen) {
+            if (m->queue[m->qhead] != sparse)
+                return ember__error(EMBER_ERR_STATE,
+                                    "%s: batches were submitted ahead; train them in order (this is not the "
+                                    "oldest of the %d pending)",
+                                    fn, m->qlen);
+            m->qhead = (m->qhead + 1) % (int)(sizeof m->queue / sizeof *m->queue);
+            m->qlen--;
+            EMBER_TRY(ember_cache_next(m->cache, &cb));
+        } else {
+            EMBER_TRY(ember_cache_prepare(m->cache, sparse, &cb));
+        }
+        m->bind.batch = &cb->jagged;
+        m->bind.call.rows = cb->rows;
+        m->bind.call.trusted = 1;
+    } else {
+        m->bind.batch = sparse;
+    }
     m->bind.call.lr = m->cfg.sparse_lr;
     m->bind.call.step = ++m->step;
     ember_graph_set_training(m->g, 1);
-    EMBER_TRY(ember_graph_run(m->g));
-    EMBER_TRY(ember_optimizer_step(m->opt));
+    ember_status st = ember_graph_run(m->g);
+    if (cb) {
+        /* the rows may have been updated even when a later node failed: keep them dirty */
+        ember_status rs = ember_cache_release(m->cache, cb, 1);
+        if (st == EMBER_OK) st = rs;
+    }
+    if (st == EMBER_OK) st = ember_optimizer_step(m->opt);
+    if (st != EMBER_OK) return st;
     return loss ? read_scalar(m->loss, loss) : EMBER_OK;
 }
+
+ember_status ember_dlrm_submit(ember_dlrm *m, const ember_jagged *sparse) {
+    static const char fn[] = "ember_dlrm_submit";
+    EMBER_CHECK_NULL(m, fn);
+    EMBER_CHECK_NULL(sparse, fn);
+    if (!m->cache) return EMBER_OK;
+    int cap = (int)(sizeof m->queue / sizeof *m->queue);
+    if (m->qlen == cap) return ember__error(EMBER_ERR_STATE, "%s: %d batches pending already", fn, cap);
+    EMBER_TRY(ember_cache_submit(m->cache, sparse));
+    m->queue[(m->qhead + m->qlen) % cap] = sparse;
+    m->qlen++;
+    return EMBER_OK;
+}
+
+int ember_dlrm_pending(const ember_dlrm *m) { return m ? m->qlen : 0; }
 
 ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_jagged *sparse, float *probs) {
     static const char fn[] = "ember_dlrm_predict";
@@ -208,14 +275,29 @@ ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_j
     EMBER_CHECK_NULL(dense, fn);
     EMBER_CHECK_NULL(sparse, fn);
     EMBER_CHECK_NULL(probs, fn);
+    if (m->qlen)
+        return ember__error(EMBER_ERR_STATE, "%s: %d submitted batches are pending; train them first", fn, m->qlen);
     EMBER_TRY(feed(m->dense, dense));
-    m->bind.batch = sparse;
+    ember_cache_batch *cb = NULL;
+    if (m->cache) {
+        EMBER_TRY(ember_cache_prepare(m->cache, sparse, &cb));
+        m->bind.batch = &cb->jagged;
+        m->bind.call.rows = cb->rows;
+        m->bind.call.trusted = 1;
+    } else {
+        m->bind.batch = sparse;
+    }
     ember_graph_set_training(m->g, 0);
-    EMBER_TRY(ember_graph_forward(m->g));
-    ember_tensor *v, *h;
-    EMBER_TRY(ember_node_value(m->logits, &v));
-    EMBER_TRY(ember_tensor_wrap(probs, EMBER_DTYPE_F32, 2, (int64_t[]){m->cfg.batch, 1}, NULL, EMBER_CPU, &h));
-    ember_status st = ember_tensor_copy(h, v);
+    ember_status st = ember_graph_forward(m->g);
+    if (cb) {
+        ember_status rs = ember_cache_release(m->cache, cb, 0);
+        if (st == EMBER_OK) st = rs;
+    }
+    ember_tensor *v = NULL, *h = NULL;
+    if (st == EMBER_OK) st = ember_node_value(m->logits, &v);
+    if (st == EMBER_OK)
+        st = ember_tensor_wrap(probs, EMBER_DTYPE_F32, 2, (int64_t[]){m->cfg.batch, 1}, NULL, EMBER_CPU, &h);
+    if (st == EMBER_OK) st = ember_tensor_copy(h, v);
     ember_tensor_destroy(h);
     for (int64_t i = 0; st == EMBER_OK && i < m->cfg.batch; i++) probs[i] = 1.0f / (1.0f + expf(-probs[i]));
     return st;
@@ -224,3 +306,62 @@ ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_j
 ember_graph *ember_dlrm_graph(ember_dlrm *m) { return m ? m->g : NULL; }
 ember_ebc *ember_dlrm_tables(ember_dlrm *m) { return m ? m->ebc : NULL; }
 ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m) { return m ? m->opt : NULL; }
+ember_cache *ember_dlrm_cache(ember_dlrm *m) { return m ? m->cache : NULL; }
+int64_t ember_dlrm_step(const ember_dlrm *m) { return m ? m->step : 0; }
+
+ember_status ember_dlrm_set_step(ember_dlrm *m, int64_t step) {
+    EMBER_CHECK_NULL(m, "ember_dlrm_set_step");
+    if (step < 0) return ember__error(EMBER_ERR_INVALID_ARGUMENT, "ember_dlrm_set_step: step %lld", (long long)step);
+    m->step = step;
+    return EMBER_OK;
+}
+
+static ember_status table_check(const ember_dlrm *m, int t, const char *fn) {
+    if (!m) return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: NULL model", fn);
+    if (t < 0 || t >= m->cfg.num_tables)
+        return ember__error(EMBER_ERR_INDEX, "%s: table %d of %d", fn, t, m->cfg.num_tables);
+    if (m->qlen) return ember__error(EMBER_ERR_STATE, "%s: %d submitted batches are pending", fn, m->qlen);
+    return EMBER_OK;
+}
+
+ember_status ember_dlrm_read_table(ember_dlrm *m, int t, int64_t first, int64_t count, float *weights,
+                                   float *state) {
+    EMBER_TRY(table_check(m, t, "ember_dlrm_read_table"));
+    if (m->cache) {
+        if (weights) EMBER_TRY(ember_cache_read_rows(m->cache, t, first, count, weights));
+        if (state && ember_dlrm_state_floats(m, t)) EMBER_TRY(ember_cache_read_state(m->cache, t, first, count, state));
+        return EMBER_OK;
+    }
+    if (weights) EMBER_TRY(ember_ebc_read_rows(m->ebc, t, first, count, weights));
+    if (state && ember_dlrm_state_floats(m, t)) EMBER_TRY(ember_ebc_read_state(m->ebc, t, first, count, state));
+    return EMBER_OK;
+}
+
+ember_status ember_dlrm_write_table(ember_dlrm *m, int t, int64_t first, int64_t count, const float *weights,
+                                    const float *state) {
+    EMBER_TRY(table_check(m, t, "ember_dlrm_write_table"));
+    if (m->cache) {
+        if (weights) EMBER_TRY(ember_cache_write_rows(m->cache, t, first, count, weights));
+        if (state && ember_dlrm_state_floats(m, t))
+            EMBER_TRY(ember_cache_write_state(m->cache, t, first, count, state));
+        return EMBER_OK;
+    }
+    if (weights) EMBER_TRY(ember_ebc_write_rows(m->ebc, t, first, count, weights));
+    if (state && ember_dlrm_state_floats(m, t)) EMBER_TRY(ember_ebc_write_state(m->ebc, t, first, count, state));
+    return EMBER_OK;
+}
+
+int64_t ember_dlrm_state_floats(const ember_dlrm *m, int t) {
+    ember_ebc_table_info ti;
+    if (!m || t < 0 || t >= m->cfg.num_tables) return 0;
+    return ember_ebc_get_table_info(m->ebc, t, &ti) == EMBER_OK ? ti.state_floats : 0;
+}
+
+int64_t ember_dlrm_table_rows(const ember_dlrm *m, int t) {
+    return m && t >= 0 && t < m->cfg.num_tables ? m->cfg.table_rows[t] : 0;
+}
+
+int ember_dlrm_table_dim(const ember_dlrm *m, int t) {
+    if (!m || t < 0 || t >= m->cfg.num_tables) return 0;
+    return m->dims[t];
+}

@@ -26,6 +26,7 @@
 
 #include <stdint.h>
 
+#include "ember/cache.h"
 #include "ember/dense.h"
 #include "ember/embedding.h"
 #include "ember/graph.h"
@@ -36,6 +37,14 @@ extern "C" {
 #endif
 
 #define EMBER_DLRM_MAX_LAYERS 16
+
+/** How the bottom MLP's output and the pooled embeddings meet. */
+typedef enum ember_dlrm_interaction {
+    EMBER_DLRM_DOT,      /* pairwise dot products, strict lower triangle (default) */
+    EMBER_DLRM_DOT_SELF, /* the same with the diagonal (each vector with itself) */
+    EMBER_DLRM_DCN,      /* DCNv2 cross layers over [z | e_1 .. e_T] */
+    EMBER_DLRM_INTERACTION_COUNT
+} ember_dlrm_interaction;
 
 typedef struct ember_dlrm_config {
     int num_dense;               /* dense features; 0 = 13 */
@@ -54,6 +63,15 @@ typedef struct ember_dlrm_config {
     uint64_t seed;
     ember_memory *mm;            /* NULL: ember_memory_default() */
     ember_tier tier;             /* HOST (default) or DEVICE */
+    /* Tables behind a block-wise cache (ember/cache.h) instead of resident: NULL =
+       resident. Its collection field is replaced by the model's tables and sparse
+       optimizer; ratio or slots, policy, lookahead, store and path are the caller's.
+       mm and tier above are ignored for the tables (the cache places them). */
+    const ember_cache_config *cache;
+    ember_dlrm_interaction interaction;
+    int dcn_layers;              /* DCN: cross layers; 0 = 3 */
+    int dcn_rank;                /* DCN: rank of each layer's W = U V (0 = full) */
+    const int *table_dims;       /* (num_tables,) per-table dims, DCN only; NULL: emb_dim */
 } ember_dlrm_config;
 
 typedef struct ember_dlrm ember_dlrm;
@@ -73,13 +91,47 @@ void ember_dlrm_destroy(ember_dlrm *m);
  */
 ember_status ember_dlrm_train_step(ember_dlrm *m, const float *dense, const ember_jagged *sparse,
                                    const float *labels, float *loss);
-/** Click probabilities (B) for a batch, without training (dropout-free, no update). */
+/**
+ * With a cache: queue the sparse part of a future batch so the cache prepares its rows
+ * on its worker while earlier steps compute (up to the cache's lookahead). Batches
+ * must then be trained in the order submitted, passing the same ember_jagged pointer;
+ * its arrays must stay valid until that step. Without a cache: a no-op.
+ * @return EMBER_OK; ember_cache_submit's errors.
+ */
+ember_status ember_dlrm_submit(ember_dlrm *m, const ember_jagged *sparse);
+/** Batches submitted and not yet trained. */
+int ember_dlrm_pending(const ember_dlrm *m);
+
+/** Click probabilities (B) for a batch, without training (dropout-free, no update).
+    With a cache, no submitted batch may be pending (EMBER_ERR_STATE). */
 ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_jagged *sparse, float *probs);
 
 /** The graph (parameters named "bottom.<i>.weight", "top.<i>.bias", ...) and the tables. */
 ember_graph *ember_dlrm_graph(ember_dlrm *m);
 ember_ebc *ember_dlrm_tables(ember_dlrm *m);
 ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m);
+/** The cache in front of the tables, or NULL when they are resident. */
+ember_cache *ember_dlrm_cache(ember_dlrm *m);
+/** Steps trained so far (the sparse optimizer's step count). */
+int64_t ember_dlrm_step(const ember_dlrm *m);
+/** Set the step count (restoring a checkpoint). */
+ember_status ember_dlrm_set_step(ember_dlrm *m, int64_t step);
+
+/**
+ * Embedding rows of table t, wherever they live (resident table, cache slots, host
+ * store, disk): weights f32 (count, dim) and optimizer state f32 (count, state
+ * floats); either pointer may be NULL. Needs no submitted batch pending.
+ * @return EMBER_OK, EMBER_ERR_INDEX, EMBER_ERR_STATE, store errors.
+ */
+ember_status ember_dlrm_read_table(ember_dlrm *m, int t, int64_t first, int64_t count, float *weights,
+                                   float *state);
+ember_status ember_dlrm_write_table(ember_dlrm *m, int t, int64_t first, int64_t count, const float *weights,
+                                    const float *state);
+/** Optimizer state floats per row of table t (0 for SGD). */
+int64_t ember_dlrm_state_floats(const ember_dlrm *m, int t);
+/** Rows and dim of table t. */
+int64_t ember_dlrm_table_rows(const ember_dlrm *m, int t);
+int ember_dlrm_table_dim(const ember_dlrm *m, int t);
 
 #ifdef __cplusplus
 }
