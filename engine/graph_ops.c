@@ -763,6 +763,10 @@ static ember_status k_scatter(const ember__exec *x) {
 
 /* ======================= DLRM interaction ======================= */
 
+/* ip[0] = 1: with the diagonal. Pairs (i, j), j < i (j <= i with the diagonal), row by
+   row; pair (i, j) sits at i (i - 1) / 2 + j (i (i + 1) / 2 + j with the diagonal). */
+static int64_t interaction_pairs(int64_t f, int64_t self) { return self ? f * (f + 1) / 2 : f * (f - 1) / 2; }
+
 static ember_status infer_interaction(ember_node *n) {
     static const char op[] = "ember_op_interaction";
     ember_node *t = n->src[0];
@@ -771,18 +775,21 @@ static ember_status infer_interaction(ember_node *n) {
         char a[128];
         return ember__error(EMBER_ERR_SHAPE, "%s: t %s must be (B, n, D)", op, desc(t, a, sizeof a));
     }
-    int64_t f = t->shape[1];
-    set_shape(n, EMBER_DTYPE_F32, 2, (int64_t[]){t->shape[0], f * (f - 1) / 2});
+    set_shape(n, EMBER_DTYPE_F32, 2, (int64_t[]){t->shape[0], interaction_pairs(t->shape[1], n->ip[0])});
     return EMBER_OK;
 }
 
+/* A multiply and an add per pair and feature: forward once, backward twice (both rows). */
 static double flops_interaction(const ember_node *n) {
-    return 2.0 * (double)ember__node_numel(n) * (double)n->src[0]->shape[2];
+    const ember_node *t = n->src[0];
+    return 2.0 * (double)t->shape[0] * (double)interaction_pairs(t->shape[1], n->ip[0]) * (double)t->shape[2];
 }
+
+static double flops_interaction_bwd(const ember_node *n) { return 2.0 * flops_interaction(n); }
 
 static ember_status k_interaction(const ember__exec *x) {
     const ember_node *t = x->n->src[0];
-    int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], p = x->n->shape[1];
+    int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], p = x->n->shape[1], self = x->n->ip[0] != 0;
     const float *in = CF(x->src[0]);
     float *o = F(x->out);
 #pragma omp parallel for if (b >= PAR_ROWS) schedule(static)
@@ -790,8 +797,8 @@ static ember_status k_interaction(const ember__exec *x) {
         const float *ts = in + s * f * d;
         float *os = o + s * p;
         int64_t k = 0;
-        for (int64_t i = 1; i < f; i++)
-            for (int64_t j = 0; j < i; j++) {
+        for (int64_t i = 1 - self; i < f; i++)
+            for (int64_t j = 0; j < i + self; j++) {
                 float acc = 0;
                 for (int64_t c = 0; c < d; c++) acc += ts[i * d + c] * ts[j * d + c];
                 os[k++] = acc;
@@ -800,10 +807,12 @@ static ember_status k_interaction(const ember__exec *x) {
     return EMBER_OK;
 }
 
-/* dT_i = sum_{j<i} g_ij T_j + sum_{k>i} g_ki T_k */
+/* dT_i = sum_{j<i} g_ij T_j + sum_{k>i} g_ki T_k (+ 2 g_ii T_i with the diagonal, added
+   as two terms: the pair (i, i) feeds both of its rows, which are the same row). */
 static ember_status k_interaction_bwd(const ember__exec *x) {
     const ember_node *t = x->n->src[0];
-    int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], p = f * (f - 1) / 2;
+    int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], self = x->n->ip[0] != 0;
+    int64_t p = interaction_pairs(f, self);
     const float *in = CF(x->src[0]), *gr = CF(x->src[1]);
     float *o = F(x->out);
 #pragma omp parallel for if (b >= PAR_ROWS) schedule(static)
@@ -812,8 +821,8 @@ static ember_status k_interaction_bwd(const ember__exec *x) {
         float *os = o + s * f * d;
         memset(os, 0, (size_t)(f * d) * sizeof *os);
         int64_t k = 0;
-        for (int64_t i = 1; i < f; i++)
-            for (int64_t j = 0; j < i; j++, k++) {
+        for (int64_t i = 1 - self; i < f; i++)
+            for (int64_t j = 0; j < i + self; j++, k++) {
                 float gv = gs[k];
                 for (int64_t c = 0; c < d; c++) {
                     os[i * d + c] += gv * ts[j * d + c];
@@ -830,7 +839,7 @@ static ember_status infer_first(ember_node *n) {
 }
 
 static ember_status bwd_interaction(ember_graph *g, ember_node *n, ember_node *go, ember_node **gin) {
-    return mk(g, EMBER__OP_INTERACTION_BWD, &gin[0], 2, n->src[0], go, NULL);
+    return mkp(g, EMBER__OP_INTERACTION_BWD, &gin[0], 2, n->src[0], go, n->ip, 1, NULL, 0);
 }
 
 /* ======================= dropout ======================= */
@@ -1127,7 +1136,7 @@ const ember__op_def ember__ops[EMBER__OP_COUNT] = {
     [EMBER__OP_LOG_SOFTMAX_BWD] = {"log_softmax_bwd", 1, infer_pair, NULL, flops_softmax, 1, NULL,
                                    CPU(k_log_softmax_bwd)},
     [EMBER__OP_SCATTER_ROWS] = {"scatter_rows", 1, infer_scatter, NULL, NULL, -1, NULL, CPU(k_scatter)},
-    [EMBER__OP_INTERACTION_BWD] = {"interaction_bwd", 1, infer_first, NULL, flops_interaction, -1, NULL,
+    [EMBER__OP_INTERACTION_BWD] = {"interaction_bwd", 1, infer_first, NULL, flops_interaction_bwd, -1, NULL,
                                    CPU(k_interaction_bwd)},
     [EMBER__OP_BCE_BWD] = {"bce_bwd", 1, infer_loss, NULL, flops_loss, -1, NULL, CPU(k_bce_bwd)},
     [EMBER__OP_SOFTMAX_CE_BWD] = {"softmax_cross_entropy_bwd", 1, infer_loss, NULL, flops_loss, -1, NULL,
@@ -1229,6 +1238,9 @@ ember_status ember_op_gather_rows(ember_graph *g, ember_node *table, ember_node 
 }
 ember_status ember_op_interaction(ember_graph *g, ember_node *t, ember_node **out) {
     return mk(g, EMBER__OP_INTERACTION, out, 1, t, NULL, NULL);
+}
+ember_status ember_op_interaction_self(ember_graph *g, ember_node *t, ember_node **out) {
+    return mkp(g, EMBER__OP_INTERACTION, out, 1, t, NULL, (int64_t[]){1}, 1, NULL, 0);
 }
 ember_status ember_op_cross(ember_graph *g, ember_node *x0, ember_node *xl, ember_node *w, ember_node *b,
                             ember_node **out) {

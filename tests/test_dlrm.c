@@ -2,6 +2,8 @@
  * DLRM against PyTorch (tests/ref/dlrm.bin, written by tests/ref/gen_dlrm.py): the same
  * small model from the same weights on the same 20 batches, with SGD and with Adagrad
  * for dense layers and embedding rows alike; every step's loss and the final tables.
+ * Four models: the dot interaction, the dot interaction with the diagonal, DCNv2 with
+ * full-rank cross layers and with low-rank ones (per-table dims 2, 4, 3 for both).
  *
  * Tolerance 1e-4 relative on losses (the issue's bound): both sides compute in f32,
  * with summation orders that differ (BLAS, double accumulators in ember's reductions),
@@ -12,45 +14,68 @@
 
 static fixture fx;
 
-static const fixture_tensor *get(const char *fmt, int a) {
-    char name[64];
-    snprintf(name, sizeof name, fmt, a);
+static const fixture_tensor *get(const char *fmt, const char *prefix, int a) {
+    char name[96];
+    snprintf(name, sizeof name, fmt, prefix, a);
     const fixture_tensor *t = fixture_get(&fx, name);
+    if (!t) fprintf(stderr, "fixture has no %s\n", name);
     CHECK(t != NULL);
     return t;
 }
 
-static void load_param(ember_graph *g, const char *name) {
-    ember_node *n;
-    ember_tensor *v;
-    const fixture_tensor *r = fixture_get(&fx, name);
-    CHECK_OK(ember_graph_find(g, name, &n));
-    if (!r || !n) return;
-    CHECK_OK(ember_node_value(n, &v));
-    CHECK_EQ_INT(ember_tensor_numel(v), r->numel);
-    memcpy(ember_tensor_data(v), r->data, ember_tensor_nbytes(v));
+/* Every parameter of the graph from "<prefix><name>" in the fixture. */
+static void load_params(ember_graph *g, const char *prefix) {
+    int loaded = 0;
+    for (int i = 0; i < ember_graph_node_count(g); i++) {
+        ember_node_info info;
+        CHECK_OK(ember_graph_node_info(g, i, &info));
+        if (strcmp(info.op, "param") != 0) continue;
+        char name[96];
+        snprintf(name, sizeof name, "%s%s", prefix, info.name);
+        const fixture_tensor *r = fixture_get(&fx, name);
+        ember_node *n = NULL;
+        ember_tensor *v;
+        CHECK_OK(ember_graph_find(g, info.name, &n));
+        if (!r) fprintf(stderr, "fixture has no %s\n", name);
+        CHECK(r != NULL);
+        if (!r || !n) continue;
+        CHECK_OK(ember_node_value(n, &v));
+        CHECK_EQ_INT(ember_tensor_numel(v), r->numel);
+        if (ember_tensor_numel(v) != r->numel) continue;
+        memcpy(ember_tensor_data(v), r->data, ember_tensor_nbytes(v));
+        loaded++;
+    }
+    CHECK(loaded >= 4);
 }
 
-static void run(const char *optname, ember_optim_kind dense_kind, ember_sparse_optim sparse_kind) {
+/* The fixture's model: 3 tables of 10, 7, 5 rows, 4 dense features, top MLP {8, 1}.
+   cfg gives the interaction, dims and bottom MLP; prefix names its fixture entries. */
+static void run(const char *prefix, ember_dlrm_config cfg, const char *optname, ember_optim_kind dense_kind,
+                ember_sparse_optim sparse_kind) {
     static const int64_t rows[3] = {10, 7, 5};
-    ember_dlrm_config cfg = {.num_dense = 4, .num_tables = 3, .table_rows = rows, .emb_dim = 4,
-                             .bottom = {8, 4}, .top = {8, 1}, .batch = 8, .sparse_lr = 0.1f, .seed = 1,
-                             .sparse_optim = {.type = sparse_kind}};
+    cfg.num_dense = 4;
+    cfg.num_tables = 3;
+    cfg.table_rows = rows;
+    cfg.top[0] = 8;
+    cfg.top[1] = 1;
+    cfg.batch = 8;
+    cfg.sparse_lr = 0.1f;
+    cfg.seed = 1;
+    cfg.sparse_optim = (ember_sparse_optim_config){.type = sparse_kind};
     cfg.dense_optim = ember_optimizer_defaults(dense_kind);
     cfg.dense_optim.lr = 0.1;
     ember_dlrm *m = NULL;
     CHECK_OK(ember_dlrm_create(&cfg, &m));
     if (!m) return;
-    ember_graph *g = ember_dlrm_graph(m);
-    const char *params[] = {"bottom.0.weight", "bottom.0.bias", "bottom.1.weight", "bottom.1.bias",
-                            "top.0.weight",    "top.0.bias",    "top.1.weight",    "top.1.bias"};
-    for (int i = 0; i < 8; i++) load_param(g, params[i]);
+    load_params(ember_dlrm_graph(m), prefix);
     for (int t = 0; t < 3; t++) {
-        const fixture_tensor *tab = get("table%d", t);
-        if (tab) CHECK_OK(ember_ebc_write_rows(ember_dlrm_tables(m), t, 0, rows[t], tab->data));
+        const fixture_tensor *tab = get("%stable%d", prefix, t);
+        if (tab) CHECK_EQ_INT(tab->numel, rows[t] * ember_dlrm_table_dim(m, t));
+        if (tab && tab->numel == rows[t] * ember_dlrm_table_dim(m, t))
+            CHECK_OK(ember_dlrm_write_table(m, t, 0, rows[t], tab->data, NULL));
     }
-    char name[64];
-    snprintf(name, sizeof name, "%s.losses", optname);
+    char name[96];
+    snprintf(name, sizeof name, "%s%s.losses", prefix, optname);
     const fixture_tensor *losses = fixture_get(&fx, name);
     CHECK(losses != NULL);
     int bad = 0;
@@ -73,35 +98,197 @@ static void run(const char *optname, ember_optim_kind dense_kind, ember_sparse_o
         CHECK_OK(ember_dlrm_train_step(m, dense->data, &batch, labels->data, &loss));
         double want = ((const float *)losses->data)[s];
         if (!(fabs(loss - want) <= 1e-4 * fabs(want))) {
-            fprintf(stderr, "%s step %d: loss %.8g torch %.8g\n", optname, s, loss, want);
+            fprintf(stderr, "%s%s step %d: loss %.8g torch %.8g\n", prefix, optname, s, loss, want);
             bad++;
         }
     }
     CHECK_EQ_INT(bad, 0);
     for (int t = 0; t < 3; t++) {
-        float w[40];
-        snprintf(name, sizeof name, "%s.final_table%%d", optname);
-        const fixture_tensor *ref = get(name, t);
-        CHECK_OK(ember_ebc_read_rows(ember_dlrm_tables(m), t, 0, rows[t], w));
-        if (ref) CHECK_NEAR_ARRAY(w, (const float *)ref->data, ref->numel, 2e-5);
+        float w[10 * 8];
+        snprintf(name, sizeof name, "%%s%s.final_table%%d", optname);
+        const fixture_tensor *ref = get(name, prefix, t);
+        CHECK_OK(ember_dlrm_read_table(m, t, 0, rows[t], w, NULL));
+        if (ref && ref->numel == rows[t] * ember_dlrm_table_dim(m, t))
+            CHECK_NEAR_ARRAY(w, (const float *)ref->data, ref->numel, 2e-5);
     }
     ember_dlrm_destroy(m);
 }
 
-static void test_bad_config(void) {
+static const int dcn_dims[3] = {2, 4, 3};
+
+static void test_parity(void) {
+    const ember_dlrm_config dot = {.emb_dim = 4, .bottom = {8, 4}};
+    ember_dlrm_config self = dot, dcn = {.emb_dim = 4, .bottom = {8, 3}, .interaction = EMBER_DLRM_DCN,
+                                         .table_dims = dcn_dims}; /* dcn_layers 0: 3 */
+    self.interaction = EMBER_DLRM_DOT_SELF;
+    ember_dlrm_config dcn_lr = dcn;
+    dcn_lr.dcn_layers = 2;
+    dcn_lr.dcn_rank = 3;
+    run("", dot, "sgd", EMBER_OPTIM_SGD, EMBER_SPARSE_OPTIM_SGD);
+    run("", dot, "adagrad", EMBER_OPTIM_ADAGRAD, EMBER_SPARSE_OPTIM_ADAGRAD);
+    run("dot_self/", self, "sgd", EMBER_OPTIM_SGD, EMBER_SPARSE_OPTIM_SGD);
+    run("dot_self/", self, "adagrad", EMBER_OPTIM_ADAGRAD, EMBER_SPARSE_OPTIM_ADAGRAD);
+    run("dcn/", dcn, "adagrad", EMBER_OPTIM_ADAGRAD, EMBER_SPARSE_OPTIM_ADAGRAD);
+    run("dcn_lr/", dcn_lr, "sgd", EMBER_OPTIM_SGD, EMBER_SPARSE_OPTIM_SGD);
+}
+
+/* A refused config: the status, *out NULL, and the message naming the field. */
+static void refused(const ember_dlrm_config *cfg, ember_status want, const char *field) {
     ember_dlrm *m = (ember_dlrm *)1;
-    static const int64_t rows[2] = {10, 10};
-    CHECK_STATUS(ember_dlrm_create(&(ember_dlrm_config){.num_tables = 0, .batch = 4}, &m), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_dlrm_create(cfg, &m), want);
     CHECK(m == NULL);
-    CHECK_STATUS(ember_dlrm_create(&(ember_dlrm_config){.num_tables = 2, .table_rows = rows, .emb_dim = 8,
-                                                        .bottom = {16, 4}, .batch = 4},
-                                   &m),
-                 EMBER_ERR_SHAPE);
-    CHECK(strstr(ember_last_error(), "emb_dim 8") != NULL);
-    CHECK_STATUS(ember_dlrm_create(&(ember_dlrm_config){.num_tables = 2, .table_rows = rows, .emb_dim = 4,
-                                                        .bottom = {4}, .top = {8, 2}, .batch = 4},
-                                   &m),
-                 EMBER_ERR_SHAPE);
+    if (field && !strstr(ember_last_error(), field))
+        fprintf(stderr, "error \"%s\" does not name %s\n", ember_last_error(), field);
+    if (field) CHECK(strstr(ember_last_error(), field) != NULL);
+}
+
+static void test_bad_config(void) {
+    static const int64_t rows[2] = {10, 10};
+    static const int dims44[2] = {4, 4}, dims48[2] = {4, 8}, dims40[2] = {4, 0};
+    const ember_dlrm_config ok = {.num_tables = 2, .table_rows = rows, .emb_dim = 4, .bottom = {4}, .top = {4, 1},
+                                  .batch = 4};
+    ember_dlrm_config c;
+    refused(&(ember_dlrm_config){.num_tables = 0, .batch = 4}, EMBER_ERR_INVALID_ARGUMENT, "num_tables");
+    c = ok, c.emb_dim = 8, c.bottom[0] = 16, c.bottom[1] = 4;
+    refused(&c, EMBER_ERR_SHAPE, "emb_dim 8");
+    c = ok, c.top[1] = 2;
+    refused(&c, EMBER_ERR_SHAPE, "top MLP");
+    c = ok, c.interaction = EMBER_DLRM_INTERACTION_COUNT;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "interaction 3");
+    c = ok, c.interaction = (ember_dlrm_interaction)-1;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "interaction -1");
+    /* the cross-layer fields belong to DCN */
+    c = ok, c.dcn_layers = 2;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "dcn_layers 2");
+    c = ok, c.interaction = EMBER_DLRM_DOT_SELF, c.dcn_rank = 2;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "dcn_rank 2");
+    c = ok, c.interaction = EMBER_DLRM_DCN, c.dcn_layers = -1;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "dcn_layers -1");
+    c = ok, c.interaction = EMBER_DLRM_DCN, c.dcn_rank = -2;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "dcn_rank -2");
+    /* dims: >= 1 always, all emb_dim (and the bottom MLP's output) for the dot interactions */
+    c = ok, c.interaction = EMBER_DLRM_DCN, c.table_dims = dims40;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "table_dims[1] is 0");
+    c = ok, c.table_dims = dims48;
+    refused(&c, EMBER_ERR_SHAPE, "table_dims[1] is 8");
+    c = ok, c.interaction = EMBER_DLRM_DOT_SELF, c.table_dims = dims48;
+    refused(&c, EMBER_ERR_SHAPE, "table_dims[1] is 8");
+    c = ok, c.interaction = EMBER_DLRM_DOT_SELF, c.bottom[0] = 3;
+    refused(&c, EMBER_ERR_SHAPE, "emb_dim 4");
+    c = ok, c.interaction = EMBER_DLRM_DCN, c.top[1] = 3;
+    refused(&c, EMBER_ERR_SHAPE, "top MLP");
+    /* and what is allowed: equal table_dims with a dot interaction, any dims with DCN */
+    ember_dlrm *m = NULL;
+    c = ok, c.table_dims = dims44;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    ember_dlrm_destroy(m);
+    m = NULL;
+    c = ok, c.interaction = EMBER_DLRM_DCN, c.table_dims = dims48, c.bottom[0] = 3;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    ember_dlrm_destroy(m);
+}
+
+static void param_shape(ember_graph *g, const char *name, int64_t d0, int64_t d1) {
+    ember_node *n = NULL;
+    ember_node_info info;
+    CHECK_OK(ember_graph_find(g, name, &n));
+    if (!n) return;
+    CHECK_OK(ember_node_get_info(n, &info));
+    CHECK_EQ_INT(info.ndim, d1 ? 2 : 1);
+    CHECK_EQ_INT(info.shape[0], d0);
+    if (d1) CHECK_EQ_INT(info.shape[1], d1);
+}
+
+static const float *param_data(ember_graph *g, const char *name) {
+    ember_node *n = NULL;
+    ember_tensor *v = NULL;
+    CHECK_OK(ember_graph_find(g, name, &n));
+    if (n) CHECK_OK(ember_node_value(n, &v));
+    return v ? ember_tensor_data(v) : NULL;
+}
+
+/* The graph of each interaction: parameter names and shapes, the default layer count,
+   the cross layers' initialisation (Xavier normal, zero bias, from the seed), and a
+   forward pass of a model with per-table dims. */
+static void test_structure(void) {
+    static const int64_t rows[3] = {20, 30, 40};
+    static const int dims[3] = {5, 2, 3};
+    ember_dlrm_config c = {.num_dense = 3, .num_tables = 3, .table_rows = rows, .emb_dim = 4, .bottom = {6, 4},
+                           .top = {5, 1}, .batch = 6, .seed = 11};
+    ember_dlrm *m = NULL, *m2 = NULL;
+    /* dot with the diagonal: z and 10 pairs of 4 vectors into the top MLP */
+    c.interaction = EMBER_DLRM_DOT_SELF;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    if (m) param_shape(ember_dlrm_graph(m), "top.0.weight", 4 + 10, 5);
+    ember_dlrm_destroy(m);
+    c.interaction = EMBER_DLRM_DOT;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    if (m) param_shape(ember_dlrm_graph(m), "top.0.weight", 4 + 6, 5);
+    ember_dlrm_destroy(m);
+    /* DCN, full rank, default 3 layers over N = 7 + 5 + 2 + 3 = 17 */
+    c.interaction = EMBER_DLRM_DCN;
+    c.table_dims = dims;
+    c.bottom[1] = 7;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    CHECK_OK(ember_dlrm_create(&c, &m2));
+    if (m && m2) {
+        ember_graph *g = ember_dlrm_graph(m);
+        ember_node *n;
+        for (int t = 0; t < 3; t++) CHECK_EQ_INT(ember_dlrm_table_dim(m, t), dims[t]);
+        CHECK_EQ_INT(ember_ebc_output_dim(ember_dlrm_tables(m)), 10);
+        param_shape(g, "dcn.0.weight", 17, 17);
+        param_shape(g, "dcn.2.bias", 17, 0);
+        param_shape(g, "top.0.weight", 17, 5);
+        CHECK_STATUS(ember_graph_find(g, "dcn.3.weight", &n), EMBER_ERR_NOT_FOUND);
+        CHECK_STATUS(ember_graph_find(g, "dcn.0.u", &n), EMBER_ERR_NOT_FOUND);
+        /* Xavier normal, std sqrt(2 / (17 + 17)): 867 draws, the sample std within 15% */
+        double ss = 0, sum = 0;
+        int same = 1, zero_bias = 1;
+        for (int l = 0; l < 3; l++) {
+            char wn[32], bn[32];
+            snprintf(wn, sizeof wn, "dcn.%d.weight", l);
+            snprintf(bn, sizeof bn, "dcn.%d.bias", l);
+            const float *w = param_data(g, wn), *w2 = param_data(ember_dlrm_graph(m2), wn), *b = param_data(g, bn);
+            if (!w || !w2 || !b) continue;
+            same &= memcmp(w, w2, 17 * 17 * sizeof *w) == 0;
+            for (int i = 0; i < 17 * 17; i++) ss += (double)w[i] * w[i], sum += w[i];
+            for (int i = 0; i < 17; i++) zero_bias &= b[i] == 0.0f;
+        }
+        CHECK(same);
+        CHECK(zero_bias);
+        double sd = sqrt(ss / (3 * 17 * 17)), want = sqrt(2.0 / 34);
+        if (fabs(sd - want) > 0.15 * want) fprintf(stderr, "dcn init std %g, want %g\n", sd, want);
+        CHECK(fabs(sd - want) <= 0.15 * want);
+        CHECK(fabs(sum / (3 * 17 * 17)) < 0.05);
+        /* a forward pass and a training step with the mixed dims */
+        int64_t ids[6] = {0, 19, 3, 7, 11, 2}, offs[7] = {0, 2, 2, 3, 5, 6, 6}; /* empty bags too */
+        ember_jagged_feature f[3];
+        for (int t = 0; t < 3; t++) f[t] = (ember_jagged_feature){.values = ids, .offsets = offs, .length = 6};
+        ember_jagged batch = {.batch = 6, .num_features = 3, .features = f};
+        float dense[18], labels[6], probs[6], loss = 0;
+        for (int i = 0; i < 18; i++) dense[i] = (float)(i % 5) / 5.0f;
+        for (int i = 0; i < 6; i++) labels[i] = (float)(i % 2);
+        CHECK_OK(ember_dlrm_predict(m, dense, &batch, probs));
+        for (int i = 0; i < 6; i++) CHECK(probs[i] > 0.0f && probs[i] < 1.0f);
+        CHECK_OK(ember_dlrm_train_step(m, dense, &batch, labels, &loss));
+        CHECK(loss > 0 && isfinite(loss));
+    }
+    ember_dlrm_destroy(m);
+    ember_dlrm_destroy(m2);
+    /* low rank 2, 2 layers: v (17, 2), u (2, 17), no full weight */
+    c.dcn_layers = 2;
+    c.dcn_rank = 2;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    if (m) {
+        ember_graph *g = ember_dlrm_graph(m);
+        ember_node *n;
+        param_shape(g, "dcn.0.v", 17, 2);
+        param_shape(g, "dcn.1.u", 2, 17);
+        param_shape(g, "dcn.1.bias", 17, 0);
+        CHECK_STATUS(ember_graph_find(g, "dcn.0.weight", &n), EMBER_ERR_NOT_FOUND);
+        CHECK_STATUS(ember_graph_find(g, "dcn.2.v", &n), EMBER_ERR_NOT_FOUND);
+    }
+    ember_dlrm_destroy(m);
 }
 
 /* The same model with its tables behind a small cache (look-ahead 2, batches submitted
@@ -176,9 +363,9 @@ int main(void) {
         CHECK(0);
         return check_summary();
     }
-    run("sgd", EMBER_OPTIM_SGD, EMBER_SPARSE_OPTIM_SGD);
-    run("adagrad", EMBER_OPTIM_ADAGRAD, EMBER_SPARSE_OPTIM_ADAGRAD);
+    test_parity();
     test_bad_config();
+    test_structure();
     test_cached(EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_CACHE_POLICY_LFU);
     test_cached(EMBER_SPARSE_OPTIM_ADAM, EMBER_CACHE_POLICY_LRU);
     test_cached(EMBER_SPARSE_OPTIM_SGD, EMBER_CACHE_POLICY_LFU);

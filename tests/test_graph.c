@@ -131,6 +131,9 @@ static ember_status b_gather32(ember_graph *g, ember_node **o) {
     return ember_op_gather_rows(g, leaf(g, "table", 2, S(4, 2), 1), index_input(g, 6, 4, EMBER_DTYPE_I32), o);
 }
 static ember_status b_interaction(ember_graph *g, ember_node **o) { return ember_op_interaction(g, leaf(g, "t", 3, S(2, 4, 3), 1), o); }
+static ember_status b_interaction_self(ember_graph *g, ember_node **o) {
+    return ember_op_interaction_self(g, leaf(g, "t", 3, S(2, 4, 3), 1), o);
+}
 static ember_status b_cross(ember_graph *g, ember_node **o) {
     ember_node *x0 = leaf(g, "x0", 2, S(3, 4), 1);
     return ember_op_cross(g, x0, x0, leaf(g, "w", 2, S(4, 4), 1), leaf(g, "b", 1, S(4), 1), o);
@@ -189,6 +192,7 @@ static const gc_case cases[] = {
     {"gather rows i64", {"gather_rows", "scatter_rows"}, b_gather},
     {"gather rows i32", {"gather_rows", "scatter_rows"}, b_gather32},
     {"interaction", {"interaction", "interaction_bwd"}, b_interaction},
+    {"interaction with the diagonal", {"interaction", "interaction_bwd"}, b_interaction_self},
     {"dcn cross", {"matmul", "add", "mul"}, b_cross},
     {"dropout", {"dropout"}, b_dropout},
     {"sum all", {"sum", "expand"}, b_sum_all},
@@ -535,6 +539,7 @@ static void test_bad_inputs(void) {
     CHECK_STATUS(ember_op_gather_rows(g, a, a, &o), EMBER_ERR_DTYPE);
     CHECK_STATUS(ember_op_layernorm(g, a, b, b, 1e-5f, &o), EMBER_ERR_SHAPE);
     CHECK_STATUS(ember_op_interaction(g, a, &o), EMBER_ERR_SHAPE);
+    CHECK_STATUS(ember_op_interaction_self(g, a, &o), EMBER_ERR_SHAPE);
     CHECK_STATUS(ember_graph_param(g, "p", EMBER_DTYPE_I32, 1, S(3), &o), EMBER_ERR_DTYPE);
     CHECK_STATUS(ember_graph_input(g, "x", EMBER_DTYPE_F32, 7, S(1, 1, 1, 1, 1, 1, 1), &o), EMBER_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(ember_graph_input(g, "x", EMBER_DTYPE_F32, 1, S(-1), &o), EMBER_ERR_INVALID_ARGUMENT);

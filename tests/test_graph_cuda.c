@@ -386,6 +386,12 @@ static ember_status b_interaction(side *s, ember_node **o) {
 static ember_status b_interaction_dlrm(side *s, ember_node **o) {
     return ember_op_interaction(s->g, param(s, "t", 3, S(5, 27, 16)), o);
 }
+static ember_status b_interaction_self(side *s, ember_node **o) {
+    return ember_op_interaction_self(s->g, param(s, "t", 3, S(2, 4, 3)), o);
+}
+static ember_status b_interaction_self_dlrm(side *s, ember_node **o) {
+    return ember_op_interaction_self(s->g, param(s, "t", 3, S(5, 27, 16)), o);
+}
 static ember_status b_cross(side *s, ember_node **o) {
     ember_node *x0 = param(s, "x0", 2, S(3, 4));
     return ember_op_cross(s->g, x0, x0, param(s, "w", 2, S(4, 4)), param(s, "b", 1, S(4)), o);
@@ -487,6 +493,8 @@ static const op_case cases[] = {
     {"gather rows 5000 of 50", b_gather_many, EXACT_INIT},
     {"interaction", b_interaction, EXACT_INIT},
     {"interaction 27 features", b_interaction_dlrm, EXACT_INIT},
+    {"interaction with the diagonal", b_interaction_self, EXACT_INIT},
+    {"interaction with the diagonal, 27 features", b_interaction_self_dlrm, EXACT_INIT},
     {"dcn cross", b_cross, GEMM_INIT},
     {"dropout", b_dropout, EXACT_INIT},
     {"dropout twice", b_dropout_twice, EXACT_INIT},

@@ -70,6 +70,9 @@ static ember_status f_permute(ember_graph *g, ember_node **in, ember_node **o) {
 }
 static ember_status f_gather(ember_graph *g, ember_node **in, ember_node **o) { return ember_op_gather_rows(g, in[0], in[1], o); }
 static ember_status f_interaction(ember_graph *g, ember_node **in, ember_node **o) { return ember_op_interaction(g, in[0], o); }
+static ember_status f_interaction_self(ember_graph *g, ember_node **in, ember_node **o) {
+    return ember_op_interaction_self(g, in[0], o);
+}
 static ember_status f_cross(ember_graph *g, ember_node **in, ember_node **o) {
     return ember_op_cross(g, in[0], in[0], in[1], in[2], o);
 }
@@ -98,6 +101,7 @@ static const struct {
     {"interaction", 1, f_interaction, 0}, {"cross", 3, f_cross, 0},
     {"sum", 1, f_sum, 0},             {"mean_last", 1, f_mean_last, 0},
     {"bce", 2, f_bce, 2},             {"cross_entropy", 2, f_ce, 0},
+    {"interaction_self", 1, f_interaction_self, 0},
 };
 
 static void run_case(int c) {

@@ -2,8 +2,9 @@
  * DLRM on the graph engine. The embedding bags are one graph node whose backward is
  * the collection's fused sparse update, so one ember_graph_run does forward,
  * backward and the embedding update; the dense optimizer then steps the layers.
- * The interaction reshapes [z | e_1 .. e_T] (B, (T + 1) d) into (B, T + 1, d) without
- * a copy of its own: concat writes the vectors side by side, exactly that layout.
+ * Both interactions start from [z | e_1 .. e_T] (B, d_z + sum d_t), which concat writes
+ * with the vectors side by side: the dot interactions read it as (B, T + 1, d) through
+ * a reshape without a copy of its own, the cross layers take it as x0 as it is.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -39,13 +40,14 @@ static int count_layers(const int64_t *l) {
 /* Embedding rows uniform in +-1/sqrt(rows), table by table, in chunks through host f32. */
 static ember_status init_tables(ember_dlrm *m, ember_rng *rng) {
     enum { CHUNK = 1 << 14 };
-    int d = m->cfg.emb_dim;
+    int dmax = 1;
+    for (int t = 0; t < m->cfg.num_tables; t++) dmax = m->dims[t] > dmax ? m->dims[t] : dmax;
     float *buf;
-    EMBER_TRY(ember_memory_alloc(NULL, EMBER_TIER_HOST, EMBER_MEM_STAGING, (size_t)CHUNK * (size_t)d * sizeof *buf,
+    EMBER_TRY(ember_memory_alloc(NULL, EMBER_TIER_HOST, EMBER_MEM_STAGING, (size_t)CHUNK * (size_t)dmax * sizeof *buf,
                                  (void **)&buf));
     ember_status st = EMBER_OK;
     for (int t = 0; t < m->cfg.num_tables && st == EMBER_OK; t++) {
-        int64_t rows = m->cfg.table_rows[t];
+        int64_t rows = m->cfg.table_rows[t], d = m->dims[t];
         float bound = 1.0f / sqrtf((float)rows);
         for (int64_t r = 0; r < rows && st == EMBER_OK; r += CHUNK) {
             int64_t n = rows - r < CHUNK ? rows - r : CHUNK;
@@ -60,12 +62,48 @@ static ember_status init_tables(ember_dlrm *m, ember_rng *rng) {
     return st;
 }
 
+/* A cross-layer parameter, Xavier-normal (std sqrt(2 / (fan_in + fan_out))) or zero. */
+static ember_status dcn_param(ember_graph *g, int layer, const char *what, int ndim, const int64_t *shape,
+                              ember_rng *rng, ember_node **out) {
+    char name[64];
+    snprintf(name, sizeof name, "dcn.%d.%s", layer, what);
+    EMBER_TRY(ember_graph_param(g, name, EMBER_DTYPE_F32, ndim, shape, out));
+    if (ndim == 1) return EMBER_OK; /* bias: zero-filled already */
+    return ember_rng_normal(rng, (*out)->value, 0.0f, sqrtf(2.0f / (float)(shape[0] + shape[1])));
+}
+
+/* x_{l+1} = x0 * (x_l W_l + b_l) + x_l, W_l = V_l U_l when low-rank; x0 (B, N). */
+static ember_status build_dcn(ember_dlrm *m, ember_node *x0, ember_rng *rng, ember_node **out) {
+    ember_graph *g = m->g;
+    int64_t n = x0->shape[1], r = m->cfg.dcn_rank;
+    ember_node *xl = x0;
+    for (int l = 0; l < m->cfg.dcn_layers; l++) {
+        ember_node *w, *u, *v, *b, *h, *hu, *hb, *x0h;
+        if (r == 0) {
+            EMBER_TRY(dcn_param(g, l, "weight", 2, (int64_t[]){n, n}, rng, &w));
+            EMBER_TRY(dcn_param(g, l, "bias", 1, (int64_t[]){n}, rng, &b));
+            EMBER_TRY(ember_op_cross(g, x0, xl, w, b, &xl));
+            continue;
+        }
+        EMBER_TRY(dcn_param(g, l, "v", 2, (int64_t[]){n, r}, rng, &v));
+        EMBER_TRY(dcn_param(g, l, "u", 2, (int64_t[]){r, n}, rng, &u));
+        EMBER_TRY(dcn_param(g, l, "bias", 1, (int64_t[]){n}, rng, &b));
+        EMBER_TRY(ember_op_matmul(g, xl, v, 0, 0, &h));  /* (B, r) */
+        EMBER_TRY(ember_op_matmul(g, h, u, 0, 0, &hu));  /* (B, N) */
+        EMBER_TRY(ember_op_add(g, hu, b, &hb));
+        EMBER_TRY(ember_op_mul(g, x0, hb, &x0h));
+        EMBER_TRY(ember_op_add(g, x0h, xl, &xl));
+    }
+    *out = xl;
+    return EMBER_OK;
+}
+
 static ember_status build(ember_dlrm *m) {
     const ember_dlrm_config *c = &m->cfg;
     ember_graph *g = m->g;
     ember_rng rng = {.seed = c->seed};
     int64_t B = c->batch, d = c->emb_dim, T = c->num_tables;
-    ember_node *z, *e, *cat, *t3, *inter, *cat2, *h;
+    ember_node *z, *e, *cat, *top_in, *h;
     EMBER_TRY(ember_graph_input(g, "dense", EMBER_DTYPE_F32, 2, (int64_t[]){B, c->num_dense}, &m->dense));
     EMBER_TRY(ember_graph_input(g, "labels", EMBER_DTYPE_F32, 2, (int64_t[]){B, 1}, &m->labels));
     int64_t bdims[EMBER_DLRM_MAX_LAYERS + 1] = {c->num_dense};
@@ -76,13 +114,21 @@ static ember_status build(ember_dlrm *m) {
                         &z));
     EMBER_TRY(init_tables(m, &rng));
     EMBER_TRY(ember_embedding_bag(g, &(ember_embedding_bag_params){.ebc = m->ebc, .batch = B, .bind = &m->bind}, &e));
-    EMBER_TRY(ember_op_concat(g, (ember_node *[]){z, e}, 2, 1, &cat));        /* (B, (T + 1) d) */
-    EMBER_TRY(ember_op_reshape(g, cat, 3, (int64_t[]){B, T + 1, d}, &t3));     /* (B, T + 1, d) */
-    EMBER_TRY(ember_op_interaction(g, t3, &inter));                           /* (B, (T + 1) T / 2) */
-    EMBER_TRY(ember_op_concat(g, (ember_node *[]){z, inter}, 2, 1, &cat2));
-    int64_t tdims[EMBER_DLRM_MAX_LAYERS + 1] = {d + (T + 1) * T / 2};
+    EMBER_TRY(ember_op_concat(g, (ember_node *[]){z, e}, 2, 1, &cat)); /* (B, d_z + sum d_t) */
+    if (c->interaction == EMBER_DLRM_DCN) {
+        EMBER_TRY(build_dcn(m, cat, &rng, &top_in)); /* (B, d_z + sum d_t) */
+    } else {
+        ember_node *t3, *inter;
+        EMBER_TRY(ember_op_reshape(g, cat, 3, (int64_t[]){B, T + 1, d}, &t3)); /* (B, T + 1, d) */
+        if (c->interaction == EMBER_DLRM_DOT_SELF)
+            EMBER_TRY(ember_op_interaction_self(g, t3, &inter)); /* (B, (T + 2) (T + 1) / 2) */
+        else
+            EMBER_TRY(ember_op_interaction(g, t3, &inter)); /* (B, (T + 1) T / 2) */
+        EMBER_TRY(ember_op_concat(g, (ember_node *[]){z, inter}, 2, 1, &top_in));
+    }
+    int64_t tdims[EMBER_DLRM_MAX_LAYERS + 1] = {top_in->shape[1]};
     memcpy(tdims + 1, m->top, (size_t)m->ntop * sizeof *tdims);
-    EMBER_TRY(ember_mlp(g, cat2,
+    EMBER_TRY(ember_mlp(g, top_in,
                         &(ember_mlp_params){.dims = tdims, .nlayers = m->ntop, .act = EMBER_ACT_RELU,
                                             .name = "top", .rng = &rng},
                         &h));
@@ -99,6 +145,30 @@ static ember_status build(ember_dlrm *m) {
     return ember_graph_optimizer_create(g, &oc, &m->opt);
 }
 
+/* The layer sizes and dims against the interaction (after the defaults are filled in). */
+static ember_status check_shapes(const ember_dlrm *m, const char *fn) {
+    const ember_dlrm_config *c = &m->cfg;
+    static const char *const names[] = {"EMBER_DLRM_DOT", "EMBER_DLRM_DOT_SELF", "EMBER_DLRM_DCN"};
+    const char *inter = names[c->interaction];
+    for (int t = 0; t < c->num_tables; t++) {
+        if (m->dims[t] < 1)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: table_dims[%d] is %d; dims must be >= 1", fn, t,
+                                m->dims[t]);
+        if (c->interaction != EMBER_DLRM_DCN && m->dims[t] != c->emb_dim)
+            return ember__error(EMBER_ERR_SHAPE,
+                                "%s: table_dims[%d] is %d but %s needs every table at emb_dim %d (per-table dims "
+                                "need EMBER_DLRM_DCN)",
+                                fn, t, m->dims[t], inter, c->emb_dim);
+    }
+    if (c->interaction != EMBER_DLRM_DCN && m->bottom[m->nbottom - 1] != c->emb_dim)
+        return ember__error(EMBER_ERR_SHAPE, "%s: the bottom MLP ends with %lld but %s needs emb_dim %d", fn,
+                            (long long)m->bottom[m->nbottom - 1], inter, c->emb_dim);
+    if (m->top[m->ntop - 1] != 1)
+        return ember__error(EMBER_ERR_SHAPE, "%s: the top MLP must end with 1 output, not %lld", fn,
+                            (long long)m->top[m->ntop - 1]);
+    return EMBER_OK;
+}
+
 ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
     static const char fn[] = "ember_dlrm_create";
     EMBER_CHECK_NULL(cfg, fn);
@@ -112,6 +182,17 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
         return ember__error(EMBER_ERR_INVALID_ARGUMENT,
                             "%s: num_dense %d, num_tables %d, emb_dim %d, batch %lld and table_rows must be set", fn,
                             c.num_dense, c.num_tables, c.emb_dim, (long long)c.batch);
+    if ((unsigned)c.interaction >= EMBER_DLRM_INTERACTION_COUNT)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: interaction %d is not an ember_dlrm_interaction", fn,
+                            (int)c.interaction);
+    if (c.interaction != EMBER_DLRM_DCN && (c.dcn_layers || c.dcn_rank))
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "%s: dcn_layers %d and dcn_rank %d are for interaction EMBER_DLRM_DCN only", fn,
+                            c.dcn_layers, c.dcn_rank);
+    if (c.dcn_layers < 0 || c.dcn_rank < 0)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: dcn_layers %d and dcn_rank %d must be >= 0", fn,
+                            c.dcn_layers, c.dcn_rank);
+    if (c.interaction == EMBER_DLRM_DCN && !c.dcn_layers) c.dcn_layers = 3;
     ember_dlrm *m = calloc(1, sizeof *m);
     if (!m) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
     m->cfg = c;
@@ -144,17 +225,11 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
     } else {
         memcpy(m->top, c.top, (size_t)m->ntop * sizeof *m->top);
     }
-    ember_status st = EMBER_OK;
-    if (m->bottom[m->nbottom - 1] != c.emb_dim)
-        st = ember__error(EMBER_ERR_SHAPE, "%s: the bottom MLP ends with %lld but the dot interaction needs emb_dim %d",
-                          fn, (long long)m->bottom[m->nbottom - 1], c.emb_dim);
-    else if (m->top[m->ntop - 1] != 1)
-        st = ember__error(EMBER_ERR_SHAPE, "%s: the top MLP must end with 1 output, not %lld", fn,
-                          (long long)m->top[m->ntop - 1]);
+    ember_status st = check_shapes(m, fn);
     ember_ebc_table_config *tabs = st == EMBER_OK ? calloc((size_t)c.num_tables, sizeof *tabs) : NULL;
     if (st == EMBER_OK && !tabs) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: tables", fn);
     for (int t = 0; st == EMBER_OK && t < c.num_tables; t++)
-        tabs[t] = (ember_ebc_table_config){.rows = c.table_rows[t], .dim = c.emb_dim, .format = c.row_format};
+        tabs[t] = (ember_ebc_table_config){.rows = c.table_rows[t], .dim = m->dims[t], .format = c.row_format};
     ember_ebc_config ec = {.num_tables = c.num_tables, .tables = tabs, .optim = c.sparse_optim, .mm = c.mm,
                            .tier = c.tier};
     if (st == EMBER_OK && c.cache) {

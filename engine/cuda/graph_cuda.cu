@@ -883,22 +883,28 @@ ember_status k_scatter_rows(const ember__exec *x) {
 /* ------------------------------------------------------------------------------------ */
 /* DLRM interaction                                                                      */
 
-/* Pair k of the strict lower triangle, in the order (1,0), (2,0), (2,1), (3,0), ... */
-__device__ __forceinline__ void pair_of(int64_t k, int64_t *i, int64_t *j) {
-    int64_t a = (int64_t)((1.0 + sqrt(1.0 + 8.0 * (double)k)) * 0.5);
-    while (a > 1 && a * (a - 1) / 2 > k) a--;
-    while ((a + 1) * a / 2 <= k) a++;
+/* Pair k of the strict lower triangle, in the order (1,0), (2,0), (2,1), (3,0), ...;
+   with the diagonal (self = 1), of the lower triangle: (0,0), (1,0), (1,1), (2,0), ...
+   Row i starts at pair i (i - 1 + 2 self) / 2 either way. */
+__device__ __forceinline__ int64_t pair_row_start(int64_t i, int64_t self) { return i * (i - 1 + 2 * self) / 2; }
+
+__device__ __forceinline__ void pair_of(int64_t k, int64_t self, int64_t *i, int64_t *j) {
+    int64_t a = (int64_t)((1.0 - 2.0 * (double)self + sqrt(1.0 + 8.0 * (double)k)) * 0.5);
+    if (a < 1 - self) a = 1 - self;
+    while (a > 1 - self && pair_row_start(a, self) > k) a--;
+    while (pair_row_start(a + 1, self) <= k) a++;
     *i = a;
-    *j = k - a * (a - 1) / 2;
+    *j = k - pair_row_start(a, self);
 }
 
 /* out[s, k] = <t[s, i], t[s, j]>, summed in f32 over c in order like the CPU. */
-__global__ void interaction_kernel(float *o, const float *in, int64_t b, int64_t f, int64_t d, int64_t p) {
+__global__ void interaction_kernel(float *o, const float *in, int64_t b, int64_t f, int64_t d, int64_t p,
+                                   int64_t self) {
     const int64_t total = b * p;
     for (int64_t e = global_tid(); e < total; e += grid_stride()) {
         const int64_t s = e / p, k = e - s * p;
         int64_t i, j;
-        pair_of(k, &i, &j);
+        pair_of(k, self, &i, &j);
         const float *ti = in + (s * f + i) * d, *tj = in + (s * f + j) * d;
         float acc = 0;
         for (int64_t c = 0; c < d; c++) acc = __fadd_rn(acc, __fmul_rn(ti[c], tj[c]));
@@ -910,26 +916,35 @@ ember_status k_interaction(const ember__exec *x) {
     Launch l;
     EMBER_TRY(begin(x, &l));
     const ember_node *t = x->n->src[0];
-    const int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], p = x->n->shape[1];
+    const int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], p = x->n->shape[1], self = x->n->ip[0] != 0;
     if (b * p == 0) return EMBER_OK;
-    interaction_kernel<<<grid_for(b * p), kThreads, 0, l.stream>>>(fptr(x->out), fptr(x->src[0]), b, f, d, p);
+    interaction_kernel<<<grid_for(b * p), kThreads, 0, l.stream>>>(fptr(x->out), fptr(x->src[0]), b, f, d, p,
+                                                                   self);
     return check_launch(l, "interaction_kernel");
 }
 
 /*
- * dT_r = sum_{j<r} g_rj T_j + sum_{i>r} g_ir T_i. The CPU adds pair by pair in pair
- * order into zeroed rows; row r receives exactly these terms in exactly this order
- * (the pairs (r, j) come before the pairs (i > r, r)), so one thread per (s, r, c)
- * reproduces its sums.
+ * dT_r = sum_{j<r} g_rj T_j (+ g_rr T_r + g_rr T_r with the diagonal) + sum_{i>r} g_ir T_i.
+ * The CPU adds pair by pair in pair order into zeroed rows; row r receives exactly these
+ * terms in exactly this order (the pairs (r, j <= r) come before the pairs (i > r, r),
+ * and the pair (r, r) adds its term to its two rows, the same row, one after the
+ * other), so one thread per (s, r, c) reproduces its sums.
  */
-__global__ void interaction_bwd_kernel(float *o, const float *in, const float *gr, int64_t b, int64_t f, int64_t d) {
-    const int64_t p = f * (f - 1) / 2, total = b * f * d;
+__global__ void interaction_bwd_kernel(float *o, const float *in, const float *gr, int64_t b, int64_t f, int64_t d,
+                                       int64_t self) {
+    const int64_t p = f * (f - 1 + 2 * self) / 2, total = b * f * d;
     for (int64_t e = global_tid(); e < total; e += grid_stride()) {
         const int64_t s = e / (f * d), rc = e - s * f * d, r = rc / d, c = rc - r * d;
         const float *ts = in + s * f * d, *gs = gr + s * p;
+        const int64_t row = pair_row_start(r, self);
         float acc = 0;
-        for (int64_t j = 0; j < r; j++) acc = __fadd_rn(acc, __fmul_rn(gs[r * (r - 1) / 2 + j], ts[j * d + c]));
-        for (int64_t i = r + 1; i < f; i++) acc = __fadd_rn(acc, __fmul_rn(gs[i * (i - 1) / 2 + r], ts[i * d + c]));
+        for (int64_t j = 0; j < r; j++) acc = __fadd_rn(acc, __fmul_rn(gs[row + j], ts[j * d + c]));
+        if (self) {
+            const float gt = __fmul_rn(gs[row + r], ts[r * d + c]);
+            acc = __fadd_rn(__fadd_rn(acc, gt), gt);
+        }
+        for (int64_t i = r + 1; i < f; i++)
+            acc = __fadd_rn(acc, __fmul_rn(gs[pair_row_start(i, self) + r], ts[i * d + c]));
         o[e] = acc;
     }
 }
@@ -938,10 +953,10 @@ ember_status k_interaction_bwd(const ember__exec *x) {
     Launch l;
     EMBER_TRY(begin(x, &l));
     const ember_node *t = x->n->src[0];
-    const int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2];
+    const int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], self = x->n->ip[0] != 0;
     if (b * f * d == 0) return EMBER_OK;
     interaction_bwd_kernel<<<grid_for(b * f * d), kThreads, 0, l.stream>>>(fptr(x->out), fptr(x->src[0]),
-                                                                          fptr(x->src[1]), b, f, d);
+                                                                          fptr(x->src[1]), b, f, d, self);
     return check_launch(l, "interaction_bwd_kernel");
 }
 

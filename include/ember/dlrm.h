@@ -2,15 +2,37 @@
  * ember/dlrm.h: the DLRM model (Naumov et al. 2019) built on the graph engine and the
  * embedding-bag collection, with its training step.
  *
- *   dense (B, 13) -> bottom MLP (ReLU after every layer) -> z (B, d)
- *   sparse ids    -> one embedding bag per table (sum pooling) -> e (B, T * d)
- *   dot interaction: the pairwise dot products of the T + 1 vectors [z, e_1..e_T]
- *                    (strict lower triangle), concatenated after z
+ *   dense (B, 13) -> bottom MLP (ReLU after every layer) -> z (B, d_z)
+ *   sparse ids    -> one embedding bag per table (sum pooling) -> e_t (B, d_t)
+ *   interaction, one of:
+ *     EMBER_DLRM_DOT       the pairwise dot products of the T + 1 vectors [z, e_1..e_T]
+ *                          (strict lower triangle, pairs (1,0), (2,0), (2,1), ...),
+ *                          concatenated after z: width d + T (T + 1) / 2
+ *     EMBER_DLRM_DOT_SELF  the same with the diagonal (pairs (0,0), (1,0), (1,1), ...,
+ *                          the reference DLRM's arch_interaction_itself): width
+ *                          d + (T + 1) (T + 2) / 2
+ *     EMBER_DLRM_DCN       DCNv2 cross layers (Wang et al. 2020, torchrec's CrossNet and
+ *                          LowRankCrossNet) over x0 = [z | e_1 .. e_T] (B, N),
+ *                          N = d_z + sum_t d_t, for l = 0 .. dcn_layers - 1:
+ *                            full rank:  x_{l+1} = x0 * (x_l W_l + b_l) + x_l
+ *                            dcn_rank r: x_{l+1} = x0 * ((x_l V_l) U_l + b_l) + x_l
+ *                          (* element-wise), and the top MLP reads x_L (B, N) alone
  *   top MLP (ReLU between layers, none after the last) -> logit (B, 1) -> BCE
+ * The dot interactions need d_z = d_t = emb_dim for every table; DCN takes any bottom
+ * MLP output and per-table dims (table_dims).
  *
- * Every dense parameter is initialised as torch.nn.Linear does; embedding rows
- * uniformly in [-1/sqrt(rows), 1/sqrt(rows)] as the DLRM reference does, all from one
- * Philox stream of the config's seed. A training step runs forward, backward, the
+ * Cross-layer parameters, stored (in, out) for row vectors like every ember layer:
+ * "dcn.<l>.weight" W_l (N, N) = torchrec's kernels[l] transposed; low rank
+ * "dcn.<l>.v" V_l (N, r) and "dcn.<l>.u" U_l (r, N) = torchrec's V_kernels[l] and
+ * W_kernels[l] transposed (its x0 * (W (V x_l) + b) + x_l on column vectors); and
+ * "dcn.<l>.bias" b_l (N).
+ *
+ * Initialisation, all from one Philox stream of the config's seed, in this order:
+ * bottom MLP, tables, cross layers, top MLP. Dense layers as torch.nn.Linear does
+ * (weight and bias uniform in +-1/sqrt(in)); embedding rows uniformly in
+ * [-1/sqrt(rows), 1/sqrt(rows)] as the DLRM reference does; cross layers as torchrec
+ * does: every W_l, V_l and U_l Xavier-normal, std sqrt(2 / (fan_in + fan_out)) (layer by
+ * layer, V_l before U_l), biases zero. A training step runs forward, backward, the
  * fused sparse update of the embedding rows and the dense optimizer.
  *
  *     ember_dlrm *m;
@@ -50,9 +72,11 @@ typedef struct ember_dlrm_config {
     int num_dense;               /* dense features; 0 = 13 */
     int num_tables;              /* categorical features, one table each (>= 1) */
     const int64_t *table_rows;   /* (num_tables,) rows per table */
-    int emb_dim;                 /* embedding dim = bottom MLP output; 0 = 64 */
+    int emb_dim;                 /* embedding dim of every table unless table_dims, and the bottom
+                                    MLP's output for the dot interactions; 0 = 64 */
     int64_t bottom[EMBER_DLRM_MAX_LAYERS]; /* bottom MLP sizes after the input, ending with
-                                              emb_dim; all 0 = {512, 256, emb_dim} */
+                                              emb_dim (dot interactions) or any size (DCN);
+                                              all 0 = {512, 256, emb_dim} */
     int64_t top[EMBER_DLRM_MAX_LAYERS];    /* top MLP sizes after the interaction, ending with
                                               1; all 0 = {1024, 1024, 512, 256, 1} */
     int64_t batch;               /* samples per step (> 0) */
@@ -68,18 +92,23 @@ typedef struct ember_dlrm_config {
        optimizer; ratio or slots, policy, lookahead, store and path are the caller's.
        mm and tier above are ignored for the tables (the cache places them). */
     const ember_cache_config *cache;
-    ember_dlrm_interaction interaction;
-    int dcn_layers;              /* DCN: cross layers; 0 = 3 */
-    int dcn_rank;                /* DCN: rank of each layer's W = U V (0 = full) */
-    const int *table_dims;       /* (num_tables,) per-table dims, DCN only; NULL: emb_dim */
+    ember_dlrm_interaction interaction; /* default EMBER_DLRM_DOT */
+    int dcn_layers;              /* DCN: cross layers; 0 = 3. Must be 0 for the dot interactions */
+    int dcn_rank;                /* DCN: rank r of each layer's W_l = V_l U_l (0 = full rank N x N;
+                                    any r >= 1 is taken). Must be 0 for the dot interactions */
+    const int *table_dims;       /* (num_tables,) per-table dims (>= 1), copied; NULL: emb_dim for
+                                    all. Dims other than emb_dim need EMBER_DLRM_DCN */
 } ember_dlrm_config;
 
 typedef struct ember_dlrm ember_dlrm;
 
 /**
  * Build the graph, the tables and the optimizers.
- * @return EMBER_OK, EMBER_ERR_INVALID_ARGUMENT (naming the field), EMBER_ERR_SHAPE,
- *         EMBER_ERR_OUT_OF_MEMORY.
+ * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (naming the field): num_dense, num_tables,
+ *         emb_dim, batch or table_rows unset or < 1, interaction out of range, dcn_layers
+ *         or dcn_rank negative or set without EMBER_DLRM_DCN, table_dims[t] < 1;
+ *         EMBER_ERR_SHAPE: with a dot interaction, table_dims[t] or the bottom MLP's last
+ *         size other than emb_dim; the top MLP not ending with 1; EMBER_ERR_OUT_OF_MEMORY.
  */
 ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out);
 void ember_dlrm_destroy(ember_dlrm *m);
@@ -106,7 +135,8 @@ int ember_dlrm_pending(const ember_dlrm *m);
     With a cache, no submitted batch may be pending (EMBER_ERR_STATE). */
 ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_jagged *sparse, float *probs);
 
-/** The graph (parameters named "bottom.<i>.weight", "top.<i>.bias", ...) and the tables. */
+/** The graph (parameters named "bottom.<i>.weight", "top.<i>.bias", "dcn.<i>.weight", ...)
+    and the tables. */
 ember_graph *ember_dlrm_graph(ember_dlrm *m);
 ember_ebc *ember_dlrm_tables(ember_dlrm *m);
 ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m);

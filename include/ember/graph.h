@@ -205,6 +205,12 @@ ember_status ember_op_gather_rows(ember_graph *g, ember_node *table, ember_node 
  * (i > j) in the order (1,0), (2,0), (2,1), (3,0), ... (the strict lower triangle).
  */
 ember_status ember_op_interaction(ember_graph *g, ember_node *t, ember_node **out);
+/**
+ * The same with the diagonal (each vector with itself, the reference DLRM's
+ * arch_interaction_itself): (B, n(n+1)/2), pairs (i >= j) in the order (0,0), (1,0),
+ * (1,1), (2,0), ... (the lower triangle). One op with ember_op_interaction ("interaction").
+ */
+ember_status ember_op_interaction_self(ember_graph *g, ember_node *t, ember_node **out);
 /** DCNv2 cross layer: x0 * (xl @ w + b) + xl, w (D, D), b (D). */
 ember_status ember_op_cross(ember_graph *g, ember_node *x0, ember_node *xl, ember_node *w, ember_node *b,
                             ember_node **out);

@@ -92,6 +92,18 @@ case("bce", lambda x, y: torch.nn.functional.binary_cross_entropy_with_logits(x,
 cls = torch.tensor([2, 0, 3, 3, 1], dtype=torch.int32)
 case("cross_entropy", lambda x, y: torch.nn.functional.cross_entropy(x, y.long()), [rnd(5, 4), cls])
 
+
+def interaction_self(t):  # the reference DLRM's arch_interaction_itself: the diagonal too
+    z = t @ t.transpose(1, 2)
+    n = t.shape[1]
+    li = torch.tensor([i for i in range(n) for j in range(i + 1)])
+    lj = torch.tensor([j for i in range(n) for j in range(i + 1)])
+    return z[:, li, lj]
+
+
+# appended last: the cases above keep the random values they were written with
+case("interaction_self", interaction_self, [rnd(3, 5, 4)])
+
 fixture.write(os.path.join(HERE, "graph_ops.bin"), cases)
 
 # ---- MLP + Adam, 5 steps ----
