@@ -51,6 +51,7 @@ typedef struct src {
     const uint32_t *sparse;
     const int32_t *labels;
     int64_t n, pos;
+    int64_t row; /* rows of the stream seen so far (all inputs), before the filters */
 } src;
 
 struct ember_loader {
@@ -65,6 +66,10 @@ struct ember_loader {
     int64_t table_rows[NS];
     uint64_t table_m[NS];
     int has_table_rows;
+    int64_t row_begin, row_end; /* stream rows read; row_end 0: all */
+    uint64_t holdout_cut;       /* hash threshold of the held-out part; 0: no split */
+    int holdout_part;
+    uint64_t holdout_seed;
 
     pthread_mutex_t mu;
     pthread_cond_t cv_prod, cv_work, cv_cons;
@@ -116,6 +121,7 @@ static void src_close(ember_loader *l, src *s) {
 /* Next row into *out; *got = 0 at the end of the last input. */
 static ember_status src_next(ember_loader *l, src *s, rec *out, int *got) {
     *got = 0;
+again:
     while (s->pos >= s->n) {
         if (s->r) {
             ember_criteo_rows rows;
@@ -157,7 +163,11 @@ static ember_status src_next(ember_loader *l, src *s, rec *out, int *got) {
             EMBER_TRY(ember_criteo_open(&p, &s->r));
         }
     }
-    int64_t i = s->pos++;
+    int64_t i = s->pos++, row = s->row++;
+    if (row < l->row_begin) goto again;
+    if (l->row_end && row >= l->row_end) return EMBER_OK;
+    if (l->holdout_cut && (ember__mix64(l->holdout_seed ^ (uint64_t)row) < l->holdout_cut) != l->holdout_part)
+        goto again;
     memcpy(out->dense, s->dense + i * ND, sizeof out->dense);
     memcpy(out->sparse, s->sparse + i * NS, sizeof out->sparse);
     out->label = s->labels[i];
@@ -414,6 +424,11 @@ ember_status ember_loader_create(const ember_loader_params *p, ember_loader **ou
     if (p->shuffle_buffer < 0 || p->workers < 0 || p->workers > 256 || p->prefetch < 0 || p->prefetch > 1024)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "ember_loader_create: shuffle_buffer %lld, workers %d, prefetch %d",
                             (long long)p->shuffle_buffer, p->workers, p->prefetch);
+    if (p->row_begin < 0 || p->row_end < 0 || (p->row_end && p->row_end <= p->row_begin) ||
+        !(p->holdout >= 0 && p->holdout < 1))
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "ember_loader_create: rows [%lld, %lld) and holdout %g (0 <= holdout < 1)",
+                            (long long)p->row_begin, (long long)p->row_end, p->holdout);
     if (p->table_rows)
         for (int t = 0; t < NS; t++)
             if (p->table_rows[t] <= 0)
@@ -435,6 +450,12 @@ ember_status ember_loader_create(const ember_loader_params *p, ember_loader **ou
     l->drop_last = p->drop_last;
     l->nworkers = p->workers ? p->workers : 1;
     l->nslots = (p->prefetch ? p->prefetch : 4) + 1;
+    l->row_begin = p->row_begin;
+    l->row_end = p->row_end;
+    l->holdout_part = p->holdout_part != 0;
+    l->holdout_seed = p->holdout_seed;
+    l->holdout_cut = p->holdout > 0 ? (uint64_t)(p->holdout * 18446744073709551616.0) : 0;
+    if (p->holdout >= 1) l->holdout_cut = UINT64_MAX;
     l->tsv = p->tsv ? *p->tsv : (ember_criteo_params){0};
     l->tsv.data = NULL;
     l->tsv.mm = l->tsv.mm ? l->tsv.mm : p->mm;

@@ -349,6 +349,16 @@ typedef struct ember_loader_params {
     /* Ids of table t are reduced modulo table_rows[t] when table_rows is set (26
      * entries, each > 0): the row counts of the embedding tables. */
     const int64_t *table_rows;
+    /* Which rows of the input stream (every path in order, before shuffling; row r is
+     * the r-th row read) this loader delivers: rows [row_begin, row_end) (row_end 0:
+     * to the end), and when holdout > 0 only the rows whose hash of (holdout_seed, r)
+     * falls in the held-out fraction holdout (holdout_part 1) or outside it (0). Two
+     * loaders with parts 0 and 1 split a stream into disjoint training and evaluation
+     * rows without knowing its length. */
+    int64_t row_begin, row_end;
+    double holdout;
+    int holdout_part;
+    uint64_t holdout_seed;
     int workers;  /* batch-assembly threads; 0 = 1 */
     int prefetch; /* batches ready ahead; 0 = 4 */
     ember_memory *mm;
