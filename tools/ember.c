@@ -30,8 +30,11 @@ static const struct {
     {"convert", "TSV... -o PREFIX", "Criteo TSV (plain, gzip, stdin) to npy triplets", ember_cmd_convert},
     {"gen-data", "--rows N -o PATH", "synthetic Criteo (Zipf ids, known Bayes AUC) as TSV or npy", ember_cmd_gen_data},
     {"count", "INPUT... -o COUNTS", "per-(table, id) frequency counts and skew of training data", ember_cmd_count},
-    {"train", "[--data PATH] [options]", "train a DLRM (default: synthetic Criteo-like data) and report AUC",
+    {"train", "[--config FILE] [--KEY VALUE]", "train a DLRM (default: synthetic Criteo-like data) and report AUC",
      ember_cmd_train},
+    {"eval", "--checkpoint DIR [--data PATH]", "AUC, logloss, accuracy of a trained checkpoint", ember_cmd_eval},
+    {"predict", "--checkpoint DIR --data PATH", "click probabilities of every row, one per line", ember_cmd_predict},
+    {"plot", "METRICS.jsonl [-o PNG]", "loss, AUC, samples/s, cache hit rate vs step as a PNG (gnuplot)", ember_cmd_plot},
     {"graph-info", "[--dims 512-256-128] ...", "shapes, FLOPs and planned memory of a model's graph (meta mode)",
      ember_cmd_graph_info},
 };

@@ -55,7 +55,8 @@ static ember_status init_tables(ember_dlrm *m, ember_rng *rng) {
             st = ember_tensor_wrap(buf, EMBER_DTYPE_F32, 1, (int64_t[]){n * d}, NULL, EMBER_CPU, &v);
             if (st == EMBER_OK) st = ember_rng_uniform(rng, v, -bound, bound);
             ember_tensor_destroy(v);
-            if (st == EMBER_OK) st = ember_dlrm_write_table(m, t, r, n, buf, NULL);
+            /* keep_tables: the stream still advances, so every later parameter draws as usual */
+            if (st == EMBER_OK && !m->cfg.keep_tables) st = ember_dlrm_write_table(m, t, r, n, buf, NULL);
         }
     }
     ember_memory_free(NULL, buf);

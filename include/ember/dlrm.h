@@ -98,6 +98,8 @@ typedef struct ember_dlrm_config {
                                     any r >= 1 is taken). Must be 0 for the dot interactions */
     const int *table_dims;       /* (num_tables,) per-table dims (>= 1), copied; NULL: emb_dim for
                                     all. Dims other than emb_dim need EMBER_DLRM_DCN */
+    int keep_tables;             /* non-zero: leave the rows as the cache's store holds them (an
+                                    existing LMDB store being resumed) instead of initialising them */
 } ember_dlrm_config;
 
 typedef struct ember_dlrm ember_dlrm;

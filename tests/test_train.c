@@ -1,0 +1,323 @@
+/*
+ * The training job (ember/train.h): the config format, named errors before any work,
+ * learning on a small synthetic set, and exact resume after SIGKILL — resident, through
+ * the cache over the host store, and through the cache over LMDB.
+ */
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ember/train.h"
+
+static char root[256];
+
+static void small(ember_train_config *c, const char *name) {
+    ember_train_config_defaults(c);
+    snprintf(c->data_dir, sizeof c->data_dir, "%s/data", root);
+    c->rows = 12800;
+    c->eval_rows = 4096;
+    c->scale = 0.0005;
+    c->emb_dim = 8;
+    memcpy(c->bottom, (int64_t[EMBER_DLRM_MAX_LAYERS]){16, 8}, sizeof c->bottom);
+    memcpy(c->top, (int64_t[EMBER_DLRM_MAX_LAYERS]){16, 1}, sizeof c->top);
+    c->batch = 128;
+    c->lr = 0.005f;
+    c->sparse_lr = 0.1f;
+    c->cache_ratio = 0.05;
+    c->shuffle = 1000;
+    c->threads = 2;
+    if (name) snprintf(c->checkpoint_dir, sizeof c->checkpoint_dir, "%s/%s", root, name);
+}
+
+static void test_config(void) {
+    ember_train_config a, b;
+    ember_train_config_defaults(&a);
+    CHECK_EQ_INT(a.batch, 2048);
+    CHECK(a.cache_ratio == 0.015);
+    /* format -> parse round trip */
+    ember_train_config_set(&a, "bottom", "32-16");
+    ember_train_config_set(&a, "interaction", "dcn");
+    ember_train_config_set(&a, "sparse-optimizer", "rowwise_adagrad");
+    ember_train_config_set(&a, "lmdb", "/tmp/x y");
+    size_t n = ember_train_config_format(&a, NULL, 0);
+    char *text = malloc(n + 1);
+    ember_train_config_format(&a, text, n + 1);
+    memset(&b, 0x5a, sizeof b);
+    ember_train_config_defaults(&b);
+    CHECK_OK(ember_train_config_parse(&b, text, "roundtrip"));
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    CHECK_EQ_INT(b.sparse_optimizer, EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD);
+    CHECK_EQ_INT(b.bottom[1], 16);
+    CHECK_EQ_INT(b.bottom[2], 0);
+    free(text);
+    /* named errors */
+    CHECK_STATUS(ember_train_config_set(&a, "bacth", "1"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "unknown key 'bacth'") != NULL);
+    CHECK_STATUS(ember_train_config_set(&a, "batch", "12x"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "batch = '12x'") != NULL);
+    CHECK_STATUS(ember_train_config_set(&a, "batch", "0"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_train_config_set(&a, "epochs", "1.5"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_train_config_set(&a, "top", "64--1"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_train_config_set(&a, "optimizer", "lamb"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_train_config_set(&a, "resume", "maybe"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_train_config_set(&a, "cache-ratio", "1.5"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_train_config_parse(&a, "# c\n\nbatch = 64\nepochs 3\n", "f.conf"), EMBER_ERR_PARSE);
+    CHECK(strstr(ember_last_error(), "f.conf:4") != NULL);
+    CHECK_STATUS(ember_train_config_parse(&a, "batch = 64   # comment\nnope = 1\n", "g.conf"),
+                 EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "g.conf:2") != NULL && strstr(ember_last_error(), "'nope'") != NULL);
+    CHECK_EQ_INT(a.batch, 64);
+    CHECK_STATUS(ember_train_config_load(&a, "/nonexistent/x.conf"), EMBER_ERR_IO);
+    CHECK(ember_train_config_is_flag("resume") && !ember_train_config_is_flag("batch"));
+    /* combinations */
+    ember_train_config_defaults(&a);
+    ember_train_config_set(&a, "bottom", "64-32");
+    CHECK_STATUS(ember_train_config_validate(&a), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "emb-dim") != NULL);
+    ember_train_config_defaults(&a);
+    ember_train_config_set(&a, "top", "64-2");
+    CHECK_STATUS(ember_train_config_validate(&a), EMBER_ERR_INVALID_ARGUMENT);
+    ember_train_config_defaults(&a);
+    a.resume = 1;
+    CHECK_STATUS(ember_train_config_validate(&a), EMBER_ERR_INVALID_ARGUMENT);
+    ember_train_config_defaults(&a);
+    ember_train_config_set(&a, "cache-ratio", "0");
+    ember_train_config_set(&a, "lmdb", "/tmp/x");
+    CHECK_STATUS(ember_train_config_validate(&a), EMBER_ERR_INVALID_ARGUMENT);
+}
+
+static void test_bad_paths(void) {
+    ember_train_config c;
+    ember_trainer *t = (ember_trainer *)1;
+    small(&c, NULL);
+    snprintf(c.data, sizeof c.data, "%s/missing.tsv", root);
+    CHECK_STATUS(ember_trainer_create(&c, NULL, NULL, &t), EMBER_ERR_NOT_FOUND);
+    CHECK(t == NULL);
+    CHECK(strstr(ember_last_error(), "missing.tsv") != NULL);
+    small(&c, "none");
+    c.resume = 1;
+    CHECK_STATUS(ember_trainer_create(&c, NULL, NULL, &t), EMBER_ERR_NOT_FOUND);
+    small(&c, NULL);
+    snprintf(c.metrics, sizeof c.metrics, "%s/no/such/dir/m.jsonl", root);
+    CHECK_STATUS(ember_trainer_create(&c, NULL, NULL, &t), EMBER_ERR_IO);
+}
+
+/* Learning: a few epochs' worth of a small synthetic set get within 0.02 of the Bayes AUC. */
+static void test_learns(void) {
+    ember_train_config c;
+    small(&c, NULL);
+    c.rows = 100000;
+    c.eval_rows = 20000;
+    c.scale = 0.001;
+    c.emb_dim = 16;
+    memcpy(c.bottom, (int64_t[EMBER_DLRM_MAX_LAYERS]){64, 16}, sizeof c.bottom);
+    memcpy(c.top, (int64_t[EMBER_DLRM_MAX_LAYERS]){64, 1}, sizeof c.top);
+    c.batch = 256;
+    c.epochs = 2;
+    snprintf(c.metrics, sizeof c.metrics, "%s/learn.jsonl", root);
+    ember_trainer *t = NULL;
+    CHECK_OK(ember_trainer_create(&c, NULL, NULL, &t));
+    if (!t) return;
+    CHECK_OK(ember_trainer_run(t, NULL, NULL));
+    ember_train_report r;
+    CHECK_OK(ember_trainer_report(t, &r));
+    fprintf(stderr, "learning: AUC %.4f, Bayes %.4f, hit rate %.3f\n", r.eval.auc, r.bayes_auc, r.cache.hit_rate);
+    CHECK(r.evaluated);
+    CHECK(r.bayes_auc > 0.6);
+    CHECK(r.bayes_auc - r.eval.auc < 0.02);
+    CHECK_EQ_INT(r.steps, 2 * (100000 / 256));
+    CHECK(r.cached && r.cache.lookups > 0);
+    ember_metrics m;
+    CHECK_OK(ember_trainer_evaluate(t, NULL, &m)); /* the same held-out rows again */
+    CHECK(m.auc == r.eval.auc && m.samples == 20000);
+    ember_trainer_destroy(t);
+    FILE *f = fopen(c.metrics, "r");
+    CHECK(f != NULL);
+    int lines = 0, aucs = 0;
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) lines++, aucs += strstr(line, "\"auc\"") != NULL;
+    if (f) fclose(f);
+    CHECK(lines > 10);
+    CHECK_EQ_INT(aucs, 1);
+}
+
+/* The real Criteo sample (900 rows, 10% held out by hash): training runs and its loss falls. */
+static void test_real_sample(void) {
+    const char *dir = getenv("EMBER_TEST_DATA");
+    ember_train_config c;
+    small(&c, NULL);
+    snprintf(c.data, sizeof c.data, "%s/criteo_kaggle_head900.tsv", dir ? dir : "tests/data");
+    snprintf(c.metrics, sizeof c.metrics, "%s/real.jsonl", root);
+    c.scale = 0.001;
+    c.batch = 32;
+    c.epochs = 8;
+    c.metrics_every = 25; /* about an epoch */
+    ember_trainer *t = NULL;
+    CHECK_OK(ember_trainer_create(&c, NULL, NULL, &t));
+    if (!t) return;
+    CHECK_OK(ember_trainer_run(t, NULL, NULL));
+    ember_train_report r;
+    CHECK_OK(ember_trainer_report(t, &r));
+    CHECK(r.evaluated && r.eval.samples > 50 && r.eval.samples < 150);
+    CHECK(r.steps >= 8 * 20);
+    ember_trainer_destroy(t);
+    FILE *f = fopen(c.metrics, "r");
+    double first = -1, last = -1, l;
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"loss\":");
+        if (p && sscanf(p + 7, "%lf", &l) == 1) {
+            if (first < 0) first = l;
+            last = l;
+        }
+    }
+    if (f) fclose(f);
+    fprintf(stderr, "real sample: loss %.4f -> %.4f, held-out AUC %.3f\n", first, last, r.eval.auc);
+    CHECK(first > 0 && last > 0 && last < first);
+}
+
+/* Everything the model learned, dense and sparse, in one buffer. */
+static float *snapshot(ember_trainer *t, size_t *n) {
+    ember_dlrm *m = ember_trainer_model(t);
+    size_t total = 0, at = 0;
+    for (int k = 0; k < 26; k++)
+        total += (size_t)(ember_dlrm_table_rows(m, k) * (ember_dlrm_table_dim(m, k) + ember_dlrm_state_floats(m, k)));
+    ember_graph *g = ember_dlrm_graph(m);
+    int nodes = ember_graph_node_count(g);
+    for (int i = 0; i < nodes; i++) {
+        ember_node_info info;
+        ember_graph_node_info(g, i, &info);
+        if (strcmp(info.op, "param") == 0) total += info.out_bytes / 4;
+    }
+    float *v = malloc(total * sizeof *v);
+    for (int k = 0; k < 26; k++) {
+        int64_t rows = ember_dlrm_table_rows(m, k), d = ember_dlrm_table_dim(m, k), s = ember_dlrm_state_floats(m, k);
+        CHECK_OK(ember_dlrm_read_table(m, k, 0, rows, v + at, s ? v + at + rows * d : NULL));
+        at += (size_t)(rows * (d + s));
+    }
+    for (int i = 0; i < nodes; i++) {
+        ember_node_info info;
+        ember_node *node;
+        ember_tensor *val;
+        ember_graph_node_info(g, i, &info);
+        if (strcmp(info.op, "param") != 0) continue;
+        CHECK_OK(ember_graph_find(g, info.name, &node));
+        CHECK_OK(ember_node_value(node, &val));
+        memcpy(v + at, ember_tensor_data(val), info.out_bytes);
+        at += info.out_bytes / 4;
+    }
+    *n = total;
+    return v;
+}
+
+static int kill_at_13(const ember_train_progress *p, void *user) {
+    (void)user;
+    if (p->step == 13) raise(SIGKILL);
+    return 0;
+}
+
+static void run_to_end(ember_train_config *c, float **w, size_t *n) {
+    ember_trainer *t = NULL;
+    CHECK_OK(ember_trainer_create(c, NULL, NULL, &t));
+    if (!t) return;
+    CHECK_OK(ember_trainer_run(t, NULL, NULL));
+    *w = snapshot(t, n);
+    ember_trainer_destroy(t);
+}
+
+static void resume_config(ember_train_config *c, const char *name, double ratio, int lmdb) {
+    small(c, name);
+    c->cache_ratio = ratio;
+    c->epochs = 2;
+    c->checkpoint_every = 5;
+    c->sparse_optimizer = EMBER_SPARSE_OPTIM_ADAM;
+    if (lmdb) snprintf(c->lmdb, sizeof c->lmdb, "%s/%s-lmdb", root, name);
+}
+
+/* The child of test_resume: train until the callback kills the process at step 13. */
+static int killed_run(char **argv) {
+    ember_train_config c;
+    snprintf(root, sizeof root, "%s", argv[2]);
+    resume_config(&c, argv[3], atof(argv[4]), atoi(argv[5]));
+    ember_trainer *t = NULL;
+    if (ember_trainer_create(&c, NULL, NULL, &t) == EMBER_OK) ember_trainer_run(t, kill_at_13, NULL);
+    fprintf(stderr, "killed run: %s\n", ember_last_error());
+    return 3; /* not reached */
+}
+
+/* Killed with SIGKILL between checkpoints, resumed: the same bits as never stopping. */
+static void test_resume(const char *name, double ratio, int lmdb) {
+    ember_train_config c;
+    char ref_name[64];
+    snprintf(ref_name, sizeof ref_name, "%s-ref", name);
+    resume_config(&c, ref_name, ratio, lmdb); /* 100 steps an epoch, 2 epochs; Adam counts steps */
+    float *want = NULL, *got = NULL;
+    size_t nw = 0, ng = 0;
+    run_to_end(&c, &want, &nw);
+
+    resume_config(&c, name, ratio, lmdb);
+    /* A fresh process (fork alone would inherit thread pools without their threads). */
+    fflush(NULL);
+    char ratio_s[32], lmdb_s[4];
+    snprintf(ratio_s, sizeof ratio_s, "%g", ratio);
+    snprintf(lmdb_s, sizeof lmdb_s, "%d", lmdb);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/proc/self/exe", "test_train", "--killed-run", root, name, ratio_s, lmdb_s, (char *)NULL);
+        _exit(3);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    c.resume = 1;
+    ember_trainer *t = NULL;
+    CHECK_OK(ember_trainer_create(&c, NULL, NULL, &t));
+    if (t) {
+        ember_train_report r;
+        CHECK_OK(ember_trainer_run(t, NULL, NULL));
+        CHECK_OK(ember_trainer_report(t, &r));
+        CHECK_EQ_INT(r.resumed_from, 10);
+        CHECK_EQ_INT(r.total_steps, 200);
+        CHECK_EQ_INT(r.steps, 190);
+        got = snapshot(t, &ng);
+        ember_trainer_destroy(t);
+    }
+    CHECK_EQ_INT((int64_t)nw, (int64_t)ng);
+    if (want && got && nw == ng) {
+        size_t diff = 0;
+        for (size_t i = 0; i < nw; i++) diff += memcmp(&want[i], &got[i], sizeof *got) != 0;
+        if (diff) fprintf(stderr, "%s: %zu of %zu values differ after the resume\n", name, diff, nw);
+        CHECK(diff == 0);
+    }
+    /* resuming with another model is refused before any work */
+    c.batch = 64;
+    CHECK_STATUS(ember_trainer_create(&c, NULL, NULL, &t), EMBER_ERR_STATE);
+    CHECK(strstr(ember_last_error(), "batch") != NULL);
+    free(want);
+    free(got);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 6 && strcmp(argv[1], "--killed-run") == 0) return killed_run(argv);
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(root, sizeof root, "%s/ember-test-train-XXXXXX", base);
+    if (!mkdtemp(root)) {
+        CHECK(0);
+        return check_summary();
+    }
+    test_config();
+    test_bad_paths();
+    test_learns();
+    test_real_sample();
+    test_resume("resident", 0, 0);
+    test_resume("host", 0.05, 0);
+    test_resume("lmdb", 0.05, 1);
+    if (!check__failed) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
+    }
+    return check_summary();
+}
