@@ -17,6 +17,10 @@ const ember_bench_suite ember_bench_suites[] = {
     {"data", "Criteo TSV to arrays, npy loader batches, synthetic rows", ember_bench_suite_data},
     {"cache", "Criteo-Kaggle tables through the embedding cache (0.5-100%, host and LMDB) vs resident",
      ember_bench_suite_cache},
+    {"dlrm", "DLRM training samples/s (batch 2048 and 16384, resident and 1.5% cache; Kaggle config), one-epoch AUC",
+     ember_bench_suite_dlrm},
+    {"dlrm-torchrec", "the dlrm cases, under the name bench/compare pairs with the TorchRec peer",
+     ember_bench_suite_dlrm_torchrec},
     {NULL, NULL, NULL},
 };
 
