@@ -44,7 +44,7 @@ build: configure
 	cmake --build --preset $(PRESET) -j $(JOBS)
 
 demo: build
-	./$(BUILD)/tools/ember doctor
+	./$(BUILD)/tools/ember train
 
 check: build
 	ctest --preset $(PRESET) -j $(JOBS)

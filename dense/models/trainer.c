@@ -833,6 +833,7 @@ ember_status ember_trainer_run(ember_trainer *t, ember_train_callback cb, void *
                     t->epoch, window_loss / (double)window, rate);
             if (!isnan(hr)) fprintf(t->metrics, ",\"hit_rate\":%.6f", hr);
             fprintf(t->metrics, "}\n");
+            fflush(t->metrics); /* pipelines tail the file */
             window_loss = 0;
             window = 0;
         }
