@@ -108,14 +108,14 @@ static ember_status split_paths(const char *list, char **out, int *n, const char
         size_t len = c ? (size_t)(c - s) : strlen(s);
         if (len) {
             if (*n == MAXP) return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: more than %d paths", what, MAXP);
-            out[*n] = strndup(s, len);
-            if (!out[*n]) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", what);
+            char *p = strndup(s, len);
+            if (!p) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", what);
+            out[(*n)++] = p; /* owned by the caller from here, even on error */
             char probe[EMBER_TRAIN_PATH_MAX + 32];
-            snprintf(probe, sizeof probe, "%s_dense.npy", out[*n]);
-            if (access(out[*n], R_OK) != 0 && access(probe, R_OK) != 0)
+            snprintf(probe, sizeof probe, "%s_dense.npy", p);
+            if (access(p, R_OK) != 0 && access(probe, R_OK) != 0)
                 return ember__error(EMBER_ERR_NOT_FOUND, "%s: %s is neither a readable file nor an npy prefix (%s)",
-                                    what, out[*n], probe);
-            (*n)++;
+                                    what, p, probe);
         }
         s += len + (c ? 1 : 0);
     }
