@@ -18,6 +18,7 @@
 
 #include "engine/graph_internal.h"
 #include "engine/internal.h"
+#include "engine/lanes.h"
 #include "engine/philox.h"
 
 #define F(t) ((float *)ember_tensor_data(t))
@@ -787,28 +788,42 @@ static double flops_interaction(const ember_node *n) {
 
 static double flops_interaction_bwd(const ember_node *n) { return 2.0 * flops_interaction(n); }
 
+/* One sample's pairs, dot products in the lane order of engine/lanes.h (the CUDA kernel
+   uses the same function). Compiled for the best vector unit the CPU has; the order,
+   and so the result, is the same for every one of them. */
+EMBER_VECTOR_CLONES static void interaction_sample(float *os, const float *ts, int64_t f, int64_t d, int64_t self) {
+    int64_t k = 0;
+    for (int64_t i = 1 - self; i < f; i++)
+        for (int64_t j = 0; j < i + self; j++) os[k++] = ember__dot_lanes(ts + i * d, ts + j * d, d);
+}
+
 static ember_status k_interaction(const ember__exec *x) {
     const ember_node *t = x->n->src[0];
     int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], p = x->n->shape[1], self = x->n->ip[0] != 0;
     const float *in = CF(x->src[0]);
     float *o = F(x->out);
 #pragma omp parallel for if (b >= PAR_ROWS) schedule(static)
-    for (int64_t s = 0; s < b; s++) {
-        const float *ts = in + s * f * d;
-        float *os = o + s * p;
-        int64_t k = 0;
-        for (int64_t i = 1 - self; i < f; i++)
-            for (int64_t j = 0; j < i + self; j++) {
-                float acc = 0;
-                for (int64_t c = 0; c < d; c++) acc += ts[i * d + c] * ts[j * d + c];
-                os[k++] = acc;
-            }
-    }
+    for (int64_t s = 0; s < b; s++) interaction_sample(o + s * p, in + s * f * d, f, d, self);
     return EMBER_OK;
 }
 
 /* dT_i = sum_{j<i} g_ij T_j + sum_{k>i} g_ki T_k (+ 2 g_ii T_i with the diagonal, added
    as two terms: the pair (i, i) feeds both of its rows, which are the same row). */
+/* One sample; element-wise over c, so every vector width gives the same bits. */
+EMBER_VECTOR_CLONES static void interaction_bwd_sample(float *os, const float *ts, const float *gs, int64_t f, int64_t d,
+                                                       int64_t self) {
+    memset(os, 0, (size_t)(f * d) * sizeof *os);
+    int64_t k = 0;
+    for (int64_t i = 1 - self; i < f; i++)
+        for (int64_t j = 0; j < i + self; j++, k++) {
+            float gv = gs[k];
+            for (int64_t c = 0; c < d; c++) {
+                os[i * d + c] += gv * ts[j * d + c];
+                os[j * d + c] += gv * ts[i * d + c];
+            }
+        }
+}
+
 static ember_status k_interaction_bwd(const ember__exec *x) {
     const ember_node *t = x->n->src[0];
     int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], self = x->n->ip[0] != 0;
@@ -816,20 +831,7 @@ static ember_status k_interaction_bwd(const ember__exec *x) {
     const float *in = CF(x->src[0]), *gr = CF(x->src[1]);
     float *o = F(x->out);
 #pragma omp parallel for if (b >= PAR_ROWS) schedule(static)
-    for (int64_t s = 0; s < b; s++) {
-        const float *ts = in + s * f * d, *gs = gr + s * p;
-        float *os = o + s * f * d;
-        memset(os, 0, (size_t)(f * d) * sizeof *os);
-        int64_t k = 0;
-        for (int64_t i = 1 - self; i < f; i++)
-            for (int64_t j = 0; j < i + self; j++, k++) {
-                float gv = gs[k];
-                for (int64_t c = 0; c < d; c++) {
-                    os[i * d + c] += gv * ts[j * d + c];
-                    os[j * d + c] += gv * ts[i * d + c];
-                }
-            }
-    }
+    for (int64_t s = 0; s < b; s++) interaction_bwd_sample(o + s * f * d, in + s * f * d, gr + s * p, f, d, self);
     return EMBER_OK;
 }
 

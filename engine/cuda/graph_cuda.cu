@@ -36,8 +36,8 @@
  * Agreement with the CPU (tests/test_graph_cuda.c states the tolerances it checks):
  *   bits:      data movement (concat, slice, pad, reshape, permute, gather_rows,
  *              scatter_rows, causal_mask, expand), dropout (the same Philox words),
- *              relu and relu_bwd, add, mul, scale, interaction and interaction_bwd
- *              (the CPU's f32 order, no FMA), sum_to (the CPU's blocks), fill.
+ *              relu and relu_bwd, add, mul, scale, interaction (engine/lanes.h's order,
+ *              shared with the CPU) and interaction_bwd (the CPU's f32 order, no FMA), sum_to (the CPU's blocks), fill.
  *   few ulp:   gelu, sigmoid, tanh and their gradients, bce_bwd (CUDA's erff/expf/tanhf
  *              are within 2 ulp of glibc's, not identical).
  *   rounding:  layernorm (and its gradients), the softmax family, the losses, sum:
@@ -57,6 +57,7 @@
 #include <string.h>
 
 #include "engine/backend.h"
+#include "engine/lanes.h"
 #include "engine/cuda/cuda_runtime.h" /* ember's header, not CUDA's cuda_runtime.h */
 #include "engine/graph_internal.h"
 #include "engine/internal.h"
@@ -897,7 +898,7 @@ __device__ __forceinline__ void pair_of(int64_t k, int64_t self, int64_t *i, int
     *j = k - pair_row_start(a, self);
 }
 
-/* out[s, k] = <t[s, i], t[s, j]>, summed in f32 over c in order like the CPU. */
+/* out[s, k] = <t[s, i], t[s, j]>, in the lane order of engine/lanes.h like the CPU. */
 __global__ void interaction_kernel(float *o, const float *in, int64_t b, int64_t f, int64_t d, int64_t p,
                                    int64_t self) {
     const int64_t total = b * p;
@@ -906,9 +907,7 @@ __global__ void interaction_kernel(float *o, const float *in, int64_t b, int64_t
         int64_t i, j;
         pair_of(k, self, &i, &j);
         const float *ti = in + (s * f + i) * d, *tj = in + (s * f + j) * d;
-        float acc = 0;
-        for (int64_t c = 0; c < d; c++) acc = __fadd_rn(acc, __fmul_rn(ti[c], tj[c]));
-        o[e] = acc;
+        o[e] = ember__dot_lanes(ti, tj, d); /* the CPU's function: the same bits */
     }
 }
 
