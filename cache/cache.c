@@ -23,6 +23,7 @@
 #include "cache/cache_internal.h"
 #include "engine/internal.h"
 #include "embedding/ebc_math.h"
+#include "ember/profiler.h"
 #ifdef EMBER_HAVE_CUDA
 #include "engine/cuda/cuda_runtime.h"
 #endif
@@ -104,6 +105,22 @@ static void publish(ember_cache *c) {
     pthread_mutex_lock(&c->mu);
     c->pub = c->wst;
     pthread_mutex_unlock(&c->mu);
+}
+
+/* Worker: tell the profiler what a piece of work moved over the lower links, read as
+   the growth of the byte counters since `before` (the tiers count them deep inside),
+   over its time. A store exchange writes and reads in one transaction, so both of its
+   directions are given its whole time: each link's achieved bandwidth is a lower bound. */
+static void profile_links(const ember_cache *c, const int64_t *before, double t0, double t1) {
+    static const ember_profiler_link links[EMBER_CACHE_LINK_COUNT] = {
+        [EMBER_CACHE_LINK_HOST_TO_DEVICE] = EMBER_PROFILER_LINK_HOST_TO_DEVICE,
+        [EMBER_CACHE_LINK_DEVICE_TO_HOST] = EMBER_PROFILER_LINK_DEVICE_TO_HOST,
+        [EMBER_CACHE_LINK_DISK_TO_HOST] = EMBER_PROFILER_LINK_DISK_TO_HOST,
+        [EMBER_CACHE_LINK_HOST_TO_DISK] = EMBER_PROFILER_LINK_HOST_TO_DISK};
+    if (!ember_profiler_enabled()) return;
+    for (int l = 0; l < EMBER_CACHE_LINK_COUNT; l++)
+        if (c->wst.bytes[l] > before[l])
+            ember_profiler_transfer(links[l], (uint64_t)(c->wst.bytes[l] - before[l]), t0, t1);
 }
 
 /* ---- jobs: calls the driving thread has the worker run, in order ---- */
@@ -470,6 +487,7 @@ static ember_status load_block(ember_cache *c, int buf, int64_t stamp) {
         }
         double t2 = ember__now();
         c->wst.seconds[EMBER_CACHE_PHASE_WRITEBACK] += t2 - t1;
+        ember_profiler_transfer(EMBER_PROFILER_LINK_DEVICE_TO_HOST, out_bytes, t1, t2);
         for (int t = 0; t < nt; t++) {
             const ember__ctable *tb = &c->t[t];
             const size_t rb = tb->rb;
@@ -479,8 +497,10 @@ static ember_status load_block(ember_cache *c, int buf, int64_t stamp) {
                 memcpy(tb->slots + (size_t)ld[t].vict[k] * rb, tb->host + (size_t)ld[t].ids[k] * rb, rb);
             }
         }
-        c->wst.seconds[EMBER_CACHE_PHASE_READ] += ember__now() - t2;
-        return bind_loaded(c, stamp, ember__now());
+        double t3 = ember__now();
+        c->wst.seconds[EMBER_CACHE_PHASE_READ] += t3 - t2;
+        ember_profiler_transfer(EMBER_PROFILER_LINK_HOST_TO_DEVICE, in_bytes, t2, t3);
+        return bind_loaded(c, stamp, t3);
     }
     st = ember__buf_reserve(c->mm, EMBER_TIER_PINNED, EMBER_MEM_STAGING, &c->stage[buf],
                             out_bytes + in_bytes + 64);
@@ -497,6 +517,9 @@ static ember_status load_block(ember_cache *c, int buf, int64_t stamp) {
     }
     double t2 = ember__now();
     c->wst.seconds[EMBER_CACHE_PHASE_WRITEBACK] += t2 - t1;
+    if (st == EMBER_OK) ember_profiler_transfer(EMBER_PROFILER_LINK_DEVICE_TO_HOST, out_bytes, t1, t2);
+    int64_t before[EMBER_CACHE_LINK_COUNT];
+    memcpy(before, c->wst.bytes, sizeof before);
     /* the lower tiers: the dirty block written, the missed rows read, one transaction */
     if (st == EMBER_OK) {
         for (int t = 0; t < nt; t++) {
@@ -507,6 +530,7 @@ static ember_status load_block(ember_cache *c, int buf, int64_t stamp) {
     }
     double t3 = ember__now();
     c->wst.seconds[EMBER_CACHE_PHASE_READ] += t3 - t2;
+    profile_links(c, before, t2, t3);
     if (st != EMBER_OK) {
         undo_victims(c, nt, 0);
         return st;
@@ -516,7 +540,12 @@ static ember_status load_block(ember_cache *c, int buf, int64_t stamp) {
     st = ember__dev_scatter(c, c->sset, inb, in_bytes, buf);
 #ifdef EMBER_HAVE_CUDA
     if (st == EMBER_OK && c->cuda && c->stage_ev[buf]) st = ember_event_record(c->stage_ev[buf], c->copy);
+    /* the copy up is asynchronous: time it to its end only when the profiler asks */
+    if (st == EMBER_OK && c->cuda && c->stage_ev[buf] && ember_profiler_sync_device())
+        st = ember_event_synchronize(c->stage_ev[buf]);
 #endif
+    if (st == EMBER_OK && ember_profiler_enabled())
+        ember_profiler_transfer(EMBER_PROFILER_LINK_HOST_TO_DEVICE, in_bytes, t3, ember__now());
     if (st != EMBER_OK) {
         /* the victims' old rows are safe below (written back, or clean); drop them */
         for (int t = 0; t < nt; t++) {
@@ -851,6 +880,7 @@ static void fail_batch(ember_cache *c, ember__cbatch *b, ember_status st, const 
 static void *worker_main(void *arg) {
     ember_cache *c = arg;
     if (c->cuda) ember_stream_set_current(c->copy);
+    ember_profiler_set_thread_name("cache worker");
     pthread_mutex_lock(&c->mu);
     for (;;) {
         if (c->stop) break;
@@ -1430,8 +1460,12 @@ static ember_status check_quiet(ember_cache *c, const char *fn, int all) {
 static ember_status flush_job(ember_cache *c, void *arg) {
     (void)arg;
     double t0 = ember__now();
+    int64_t before[EMBER_CACHE_LINK_COUNT];
+    memcpy(before, c->wst.bytes, sizeof before);
     ember_status st = ember__flush(c);
-    c->wst.seconds[EMBER_CACHE_PHASE_FLUSH] += ember__now() - t0;
+    double t1 = ember__now();
+    c->wst.seconds[EMBER_CACHE_PHASE_FLUSH] += t1 - t0;
+    profile_links(c, before, t0, t1);
     return st;
 }
 
@@ -1444,6 +1478,8 @@ ember_status ember_cache_flush(ember_cache *c) {
 static ember_status checkpoint_job(ember_cache *c, void *arg) {
     int64_t step = *(const int64_t *)arg;
     double t0 = ember__now();
+    int64_t before[EMBER_CACHE_LINK_COUNT];
+    memcpy(before, c->wst.bytes, sizeof before);
     ember_status st = ember__flush(c);
     if (st == EMBER_OK) {
         st = ember__lmdb_checkpoint(c->db, step);
@@ -1452,7 +1488,9 @@ static ember_status checkpoint_job(ember_cache *c, void *arg) {
             c->wst.checkpoints++;
         }
     }
-    c->wst.seconds[EMBER_CACHE_PHASE_FLUSH] += ember__now() - t0;
+    double t1 = ember__now();
+    c->wst.seconds[EMBER_CACHE_PHASE_FLUSH] += t1 - t0;
+    profile_links(c, before, t0, t1);
     return st;
 }
 

@@ -14,6 +14,8 @@
 
 #include "engine/graph_internal.h"
 #include "engine/internal.h"
+#include "ember/profiler.h"
+#include "ember/stream.h"
 
 #define ARENA_ALIGN 64
 
@@ -609,7 +611,20 @@ static ember_status run_entries(ember_graph *g, int from, int to) {
         if (!k)
             return ember__error(EMBER_ERR_UNSUPPORTED, "graph node %d (%s): no kernel for this device", x->id,
                                 d->name);
+        /* one profiler scope per node, named by its op; on CUDA the launch is timed
+           unless the profiler asks for a sync (then the kernel is) */
+        int prof = ember_profiler_enabled();
+        if (prof) {
+            ember_profiler_begin_cat(d->name, in_bwd ? "backward" : "forward");
+            ember_profiler_arg("node", x->id);
+            if (en->recompute) ember_profiler_arg("recompute", 1);
+        }
         ember_status st = k(&ex);
+#ifdef EMBER_HAVE_CUDA
+        if (prof && st == EMBER_OK && g->dev.type == EMBER_DEVICE_CUDA && ember_profiler_sync_device())
+            st = ember_stream_synchronize(ember_stream_get_current(g->dev));
+#endif
+        if (prof) ember_profiler_end();
         if (st != EMBER_OK) return st;
         g->runs[x->op]++;
         if (d->flops) g->executed_flops += d->flops(x);

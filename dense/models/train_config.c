@@ -70,6 +70,7 @@ static const key KEYS[] = {
     {"metrics", K_STR, F(metrics), 0, 0, 0, 0, "JSON lines of step, loss, samples/s, hit rate, AUC (empty: none)"},
     {"metrics-every", K_I64, F(metrics_every), 0, 0, 1, BIG, "steps between metrics lines"},
     {"eval-every", K_I64, F(eval_every), 0, 0, 0, BIG, "steps between evaluations (0: only at the end)"},
+    {"profile", K_STR, F(profile), 0, 0, 0, 0, "Chrome trace of the run (opens in Perfetto) to PATH, a summary table to PATH.txt (empty: none)"},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof *KEYS))
 

@@ -40,6 +40,7 @@
 #include "ember/checkpoint.h"
 #include "ember/datasets.h"
 #include "ember/ember.h"
+#include "ember/profiler.h"
 #include "ember/train.h"
 
 #define NT EMBER_CRITEO_NUM_SPARSE
@@ -757,9 +758,8 @@ static ember_status eval_point(ember_trainer *t) {
 
 static int64_t next_multiple(int64_t step, int64_t every) { return every > 0 ? (step / every + 1) * every : INT64_MAX; }
 
-ember_status ember_trainer_run(ember_trainer *t, ember_train_callback cb, void *user) {
+static ember_status run_steps(ember_trainer *t, ember_train_callback cb, void *user) {
     static const char fn[] = "ember_trainer_run";
-    EMBER_CHECK_NULL(t, fn);
     const ember_train_config *c = &t->cfg;
     int have_eval = t->gen || t->neval || c->eval_split > 0;
     if (!t->loader) {
@@ -816,7 +816,9 @@ ember_status ember_trainer_run(ember_trainer *t, ember_train_callback cb, void *
         }
         slotbuf *s = &t->ring[head];
         float loss = 0;
+        ember_profiler_begin("train_step");
         st = ember_dlrm_train_step(t->m, s->dense, &s->j, s->labels, &loss);
+        ember_profiler_end();
         if (st != EMBER_OK) break;
         head = (head + 1) % t->nring;
         q--;
@@ -855,7 +857,9 @@ ember_status ember_trainer_run(ember_trainer *t, ember_train_callback cb, void *
     while (st == EMBER_OK && q > 0) {
         slotbuf *s = &t->ring[head];
         float loss;
+        ember_profiler_begin("train_step");
         st = ember_dlrm_train_step(t->m, s->dense, &s->j, s->labels, &loss);
+        ember_profiler_end();
         head = (head + 1) % t->nring;
         q--;
         t->step++;
@@ -870,6 +874,30 @@ ember_status ember_trainer_run(ember_trainer *t, ember_train_callback cb, void *
     if (st == EMBER_OK && have_eval && !(c->eval_every && t->step % c->eval_every == 0 && t->evaluated))
         st = eval_point(t);
     return st;
+}
+
+/* With `profile`: the run under the profiler, its trace and summary written even when
+   the run fails or is cancelled (that is when they are wanted most). A path that cannot
+   be written fails before any step. */
+ember_status ember_trainer_run(ember_trainer *t, ember_train_callback cb, void *user) {
+    static const char fn[] = "ember_trainer_run";
+    EMBER_CHECK_NULL(t, fn);
+    const char *trace = t->cfg.profile;
+    if (!trace[0]) return run_steps(t, cb, user);
+    char summary[EMBER_TRAIN_PATH_MAX + 8];
+    snprintf(summary, sizeof summary, "%s.txt", trace);
+    for (int i = 0; i < 2; i++) {
+        const char *p = i ? summary : trace;
+        FILE *f = fopen(p, "w");
+        if (!f) return ember__error(EMBER_ERR_IO, "%s: profile: cannot create %s: %s", fn, p, strerror(errno));
+        fclose(f);
+    }
+    EMBER_TRY(ember_profiler_start(&(ember_profiler_config){.memory_interval_ms = 1,
+                                                            .probes = EMBER_PROFILER_PROBE_MEMCPY}));
+    ember_status st = run_steps(t, cb, user), pst = ember_profiler_stop();
+    if (pst == EMBER_OK) pst = ember_profiler_write_trace(trace);
+    if (pst == EMBER_OK) pst = ember_profiler_write_summary(summary);
+    return st != EMBER_OK ? st : pst;
 }
 
 /* ---- report ---- */

@@ -21,10 +21,12 @@
 #include "ember/graph.h"
 #include "ember/memory.h"
 #include "ember/optim.h"
+#include "ember/profiler.h"
 #include "ember/rng.h"
 #include "ember/status.h"
 #include "ember/stream.h"
 #include "ember/tensor.h"
+#include "ember/train.h"
 #include "ember/types.h"
 
 #ifdef __cplusplus

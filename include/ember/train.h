@@ -98,6 +98,7 @@ typedef struct ember_train_config {
     char metrics[EMBER_TRAIN_PATH_MAX];   /* JSON lines ("": none) */
     int64_t metrics_every;                /* steps between metrics lines */
     int64_t eval_every;                   /* steps between evaluations (0: only at the end) */
+    char profile[EMBER_TRAIN_PATH_MAX];   /* Chrome trace of ember_trainer_run ("": none); summary in PATH.txt */
 } ember_train_config;
 
 /** The defaults: the embedded job (synthetic data, DLRM, 1.5% cache over the host store). */
