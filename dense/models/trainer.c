@@ -756,6 +756,22 @@ static ember_status eval_point(ember_trainer *t) {
     return EMBER_OK;
 }
 
+/* Train the oldest batch of the ring and count it. */
+static ember_status train_oldest(ember_trainer *t, int64_t *head, int64_t *q, float *loss) {
+    slotbuf *s = &t->ring[*head];
+    ember_profiler_begin("train_step");
+    ember_status st = ember_dlrm_train_step(t->m, s->dense, &s->j, s->labels, loss);
+    ember_profiler_end();
+    if (st != EMBER_OK) return st;
+    *head = (*head + 1) % t->nring;
+    (*q)--;
+    t->step++;
+    t->run_steps++;
+    t->run_samples += t->cfg.batch;
+    t->run_loss += *loss;
+    return EMBER_OK;
+}
+
 static int64_t next_multiple(int64_t step, int64_t every) { return every > 0 ? (step / every + 1) * every : INT64_MAX; }
 
 static ember_status run_steps(ember_trainer *t, ember_train_callback cb, void *user) {
@@ -814,18 +830,9 @@ static ember_status run_steps(ember_trainer *t, ember_train_callback cb, void *u
             }
             continue; /* at a sync point that was already handled: recompute it */
         }
-        slotbuf *s = &t->ring[head];
         float loss = 0;
-        ember_profiler_begin("train_step");
-        st = ember_dlrm_train_step(t->m, s->dense, &s->j, s->labels, &loss);
-        ember_profiler_end();
+        st = train_oldest(t, &head, &q, &loss);
         if (st != EMBER_OK) break;
-        head = (head + 1) % t->nring;
-        q--;
-        t->step++;
-        t->run_steps++;
-        t->run_samples += c->batch;
-        t->run_loss += loss;
         window_loss += loss;
         window++;
         double el = now_s() - t0, rate = (double)(t->run_samples - start_samples) / (el > 0 ? el : 1e-9);
@@ -855,17 +862,8 @@ static ember_status run_steps(ember_trainer *t, ember_train_callback cb, void *u
     }
     /* drain (an error or a cancel may leave batches submitted) */
     while (st == EMBER_OK && q > 0) {
-        slotbuf *s = &t->ring[head];
         float loss;
-        ember_profiler_begin("train_step");
-        st = ember_dlrm_train_step(t->m, s->dense, &s->j, s->labels, &loss);
-        ember_profiler_end();
-        head = (head + 1) % t->nring;
-        q--;
-        t->step++;
-        t->run_steps++;
-        t->run_samples += c->batch;
-        t->run_loss += loss;
+        st = train_oldest(t, &head, &q, &loss);
     }
     t->run_seconds += now_s() - t0;
     if (t->metrics) fflush(t->metrics);
