@@ -21,6 +21,8 @@ const ember_bench_suite ember_bench_suites[] = {
      ember_bench_suite_dlrm},
     {"dlrm-torchrec", "the dlrm cases, under the name bench/compare pairs with the TorchRec peer",
      ember_bench_suite_dlrm_torchrec},
+    {"plan", "sharding plans' lookup imbalance on skewed Criteo-shaped and real Criteo counts, 2-8 devices",
+     ember_bench_suite_plan},
     {NULL, NULL, NULL},
 };
 

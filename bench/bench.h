@@ -57,6 +57,7 @@ typedef struct ember_limits {
 ember_status ember_bench_measure_limits(const ember_bench_opts *o, ember_limits *out);
 
 ember_status ember_bench_suite_limits(const ember_bench_opts *o);
+ember_status ember_bench_suite_plan(const ember_bench_opts *o);
 ember_status ember_bench_suite_gemm(const ember_bench_opts *o);
 ember_status ember_bench_suite_embedding(const ember_bench_opts *o);
 ember_status ember_bench_suite_embedding_fbgemm(const ember_bench_opts *o);

@@ -12,5 +12,6 @@ int ember_cmd_plot(int argc, char **argv);
 int ember_cmd_convert(int argc, char **argv);
 int ember_cmd_gen_data(int argc, char **argv);
 int ember_cmd_count(int argc, char **argv);
+int ember_cmd_plan(int argc, char **argv);
 
 #endif

@@ -30,6 +30,7 @@ static const struct {
     {"convert", "TSV... -o PREFIX", "Criteo TSV (plain, gzip, stdin) to npy triplets", ember_cmd_convert},
     {"gen-data", "--rows N -o PATH", "synthetic Criteo (Zipf ids, known Bayes AUC) as TSV or npy", ember_cmd_gen_data},
     {"count", "INPUT... -o COUNTS", "per-(table, id) frequency counts and skew of training data", ember_cmd_count},
+    {"plan", "INPUT... --world N", "sharding plans side by side: imbalance, memory, communication", ember_cmd_plan},
     {"train", "[--config FILE] [--KEY VALUE]", "train a DLRM (default: synthetic Criteo-like data) and report AUC",
      ember_cmd_train},
     {"eval", "--checkpoint DIR [--data PATH]", "AUC, logloss, accuracy of a trained checkpoint", ember_cmd_eval},
