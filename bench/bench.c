@@ -23,6 +23,8 @@ const ember_bench_suite ember_bench_suites[] = {
      ember_bench_suite_dlrm_torchrec},
     {"plan", "sharding plans' lookup imbalance on skewed Criteo-shaped and real Criteo counts, 2-8 devices",
      ember_bench_suite_plan},
+    {"comm", "collectives' bus bandwidth vs message size and alpha-beta fits (run under mpirun)",
+     ember_bench_suite_comm},
     {NULL, NULL, NULL},
 };
 

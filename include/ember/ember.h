@@ -21,6 +21,7 @@
 #include "ember/graph.h"
 #include "ember/memory.h"
 #include "ember/optim.h"
+#include "ember/parallel.h"
 #include "ember/partition.h"
 #include "ember/profiler.h"
 #include "ember/rng.h"
