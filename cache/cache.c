@@ -483,7 +483,7 @@ static ember_status load_block(ember_cache *c, int buf, int64_t stamp) {
             const ember__ctable *tb = &c->t[t];
             const size_t rb = tb->rb;
             for (int64_t i = 0; i < ld[t].nwb; i++)
-                memcpy(tb->host + (size_t)ld[t].wbi[i] * rb, tb->slots + (size_t)ld[t].wbs[i] * rb, rb);
+                ember__host_put(c, t, ld[t].wbi[i], tb->slots + (size_t)ld[t].wbs[i] * rb);
         }
         double t2 = ember__now();
         c->wst.seconds[EMBER_CACHE_PHASE_WRITEBACK] += t2 - t1;
@@ -492,9 +492,8 @@ static ember_status load_block(ember_cache *c, int buf, int64_t stamp) {
             const ember__ctable *tb = &c->t[t];
             const size_t rb = tb->rb;
             for (int64_t k = 0; k < ld[t].n; k++) {
-                if (k + EMBER__PF_AHEAD < ld[t].n)
-                    __builtin_prefetch(tb->host + (size_t)ld[t].ids[k + EMBER__PF_AHEAD] * rb);
-                memcpy(tb->slots + (size_t)ld[t].vict[k] * rb, tb->host + (size_t)ld[t].ids[k] * rb, rb);
+                if (k + EMBER__PF_AHEAD < ld[t].n) ember__host_prefetch(c, t, ld[t].ids[k + EMBER__PF_AHEAD]);
+                ember__host_get(c, t, ld[t].ids[k], tb->slots + (size_t)ld[t].vict[k] * rb);
             }
         }
         double t3 = ember__now();
@@ -1022,6 +1021,9 @@ static ember_status check_config(const ember_cache_config *cfg) {
     if (cfg->store == EMBER_CACHE_STORE_LMDB && (!cfg->path || !*cfg->path))
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: the LMDB store needs a path (a directory, "
                             "one per model)", fn);
+    if (cfg->store == EMBER_CACHE_STORE_LMDB && cfg->tiers)
+        return ember__error(EMBER_ERR_UNSUPPORTED, "%s: precision tiers are a feature of the host store; the LMDB "
+                            "store keeps f32 records (leave tiers NULL)", fn);
     if (cfg->store == EMBER_CACHE_STORE_HOST && (cfg->host_ratio > 0 || cfg->host_rows))
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: host_ratio and host_rows size the DRAM cache "
                             "in front of LMDB; the host store holds whole tables", fn);
@@ -1096,7 +1098,7 @@ ember_status ember_cache_create(const ember_cache_config *cfg, ember_cache **out
     c->state0 = oc.type == EMBER_SPARSE_OPTIM_ADAGRAD || oc.type == EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD
                     ? oc.initial_accumulator
                     : 0.0f;
-    if (cfg->store == EMBER_CACHE_STORE_HOST) {
+    if (cfg->store == EMBER_CACHE_STORE_HOST && !cfg->tiers) {
         ember_ebc_config hc = *ec;
         hc.mm = c->mm;
         hc.tier = EMBER_TIER_HOST;
@@ -1189,6 +1191,10 @@ ember_status ember_cache_create(const ember_cache_config *cfg, ember_cache **out
                                          .state_offset = tb->state_offset};
     }
     c->init_words = words;
+    if (st == EMBER_OK && cfg->store == EMBER_CACHE_STORE_HOST && cfg->tiers) {
+        st = ember__tstore_create(c, cfg->tiers);
+        c->tiered = 1; /* what was built is freed on failure */
+    }
     if (st == EMBER_OK) {
         c->gen_tmp = malloc((size_t)maxdim * sizeof(float));
         c->ring_cap = c->lookahead + EXTRA_OUTSTANDING;
@@ -1282,6 +1288,7 @@ void ember_cache_destroy(ember_cache *c) {
     ember_stream_destroy(c->copy);
     ember_ebc_destroy(c->compute);
     ember_ebc_destroy(c->host_ebc);
+    ember__tstore_free(c);
     free(c->t);
     free(c->rows);
     free(c->table_rows);
@@ -1304,6 +1311,20 @@ int64_t ember_cache_slots(const ember_cache *c, int table) {
 }
 ember_ebc *ember_cache_collection(ember_cache *c) { return c ? c->compute : NULL; }
 ember_ebc *ember_cache_host_collection(ember_cache *c) { return c ? c->host_ebc : NULL; }
+
+ember_status ember_cache_get_row_tier(const ember_cache *c, int table, int64_t id, ember_cache_tier *out) {
+    static const char fn[] = "ember_cache_get_row_tier";
+    EMBER_CHECK_NULL(c, fn);
+    EMBER_CHECK_NULL(out, fn);
+    if (table < 0 || table >= c->nt)
+        return ember__error(EMBER_ERR_INDEX, "%s: table %d is outside [0, %d)", fn, table, c->nt);
+    const ember__ctable *tb = &c->t[table];
+    if (id < 0 || id >= tb->rows)
+        return ember__error(EMBER_ERR_INDEX, "%s: table %d (\"%s\"): id %lld is outside [0, %lld)", fn, table,
+                            tb->name, (long long)id, (long long)tb->rows);
+    *out = c->tiered ? ember__tstore_tier(&tb->ts, id) : EMBER_CACHE_TIER_HOT;
+    return EMBER_OK;
+}
 int64_t ember_cache_checkpoint_step(const ember_cache *c) { return c ? c->ckpt_step : -1; }
 
 /* ---- batches ---- */
@@ -1599,7 +1620,13 @@ typedef struct init_arg {
 static ember_status init_job(ember_cache *c, void *arg) {
     init_arg *a = arg;
     ember__store_init init = {.kind = 1, .seed = a->rng->seed, .offset = a->rng->offset, .lo = a->lo, .hi = a->hi};
-    if (c->store == EMBER_CACHE_STORE_HOST) {
+    if (c->store == EMBER_CACHE_STORE_HOST && c->tiered) {
+        /* every row from the initialiser's stream (the values ember_ebc_init_uniform
+           gives), compressed into its tier */
+        c->init = init;
+        ember__tstore_init_rows(c);
+        a->rng->offset += c->init_words;
+    } else if (c->store == EMBER_CACHE_STORE_HOST) {
         EMBER_TRY(ember_ebc_init_uniform(c->host_ebc, a->rng, a->lo, a->hi));
     } else {
         EMBER_TRY(ember__lmdb_reset(c->db, &init));
@@ -1756,6 +1783,39 @@ static void stats_sub(ember_cache_stats *a, const ember_cache_stats *b) {
     a->checkpoints -= b->checkpoints;
 }
 
+/* The memory fields: sizes fixed at create, so no lock. */
+static void memory_stats(const ember_cache *c, ember_cache_stats *out) {
+    int64_t slot = 0, meta = 0, f32 = 0, dram = 0;
+    for (int t = 0; t < c->nt; t++) {
+        const ember__ctable *tb = &c->t[t];
+        slot += tb->nslots * (int64_t)tb->rb;
+        f32 += tb->rows * (int64_t)tb->rb;
+        if (tb->ident) meta += 2 * tb->rows;
+        const ember__slots *ss[2] = {&tb->dev, &tb->hc};
+        for (int i = 0; i < 2; i++)
+            if (ss[i]->cap > 0)
+                meta += ss[i]->cap * (int64_t)(2 * sizeof(ember__hent) + sizeof(ember__slotmeta) + sizeof(int32_t)) +
+                        (int64_t)(ss[i]->map.cap * sizeof(ember__ident));
+        if (tb->hslots > 0) dram += tb->hslots * (int64_t)tb->rb;
+    }
+    for (int k = 0; k < EMBER_CACHE_TIER_COUNT; k++) out->tier_rows[k] = out->tier_bytes[k] = 0;
+    if (c->tiered) {
+        int64_t map = 0;
+        ember__tstore_bytes(c, out->tier_rows, out->tier_bytes, &map);
+        dram = map;
+        for (int k = 0; k < EMBER_CACHE_TIER_COUNT; k++) dram += out->tier_bytes[k];
+    } else if (c->store == EMBER_CACHE_STORE_HOST) {
+        dram = f32;
+        out->tier_rows[EMBER_CACHE_TIER_HOT] = 0;
+        for (int t = 0; t < c->nt; t++) out->tier_rows[EMBER_CACHE_TIER_HOT] += c->t[t].rows;
+        out->tier_bytes[EMBER_CACHE_TIER_HOT] = f32;
+    }
+    out->slot_bytes = slot;
+    out->meta_bytes = meta;
+    out->store_bytes = dram;
+    out->store_f32_bytes = f32;
+}
+
 static void snapshot(ember_cache *c, ember_cache_stats *s) {
     *s = c->pub;
     s->seconds[EMBER_CACHE_PHASE_WAIT] = c->ust.seconds[EMBER_CACHE_PHASE_WAIT];
@@ -1784,6 +1844,7 @@ ember_status ember_cache_get_stats(ember_cache *c, ember_cache_stats *out) {
     out->slots_used = c->pub.slots_used;
     out->dirty = c->pub.dirty;
     pthread_mutex_unlock(&c->mu);
+    memory_stats(c, out);
     return EMBER_OK;
 }
 
@@ -1816,9 +1877,15 @@ size_t ember_cache_stats_json(const ember_cache_stats *s, char *buf, size_t n) {
     for (int i = 0; i < EMBER_CACHE_PHASE_COUNT; i++)
         J("%s\"%s\":%.6g", i ? "," : "", phase_names[i], s->seconds[i]);
     J("},\"prepare_seconds\":%.6g,\"transfer_seconds\":%.6g,\"hidden_seconds\":%.6g,"
-      "\"hidden_fraction\":%.6g,\"slots\":%lld,\"slots_used\":%lld,\"dirty\":%lld,\"checkpoints\":%lld}",
+      "\"hidden_fraction\":%.6g,\"slots\":%lld,\"slots_used\":%lld,\"dirty\":%lld,\"checkpoints\":%lld,",
       s->prepare_seconds, s->transfer_seconds, s->hidden_seconds, s->hidden_fraction, (long long)s->slots,
       (long long)s->slots_used, (long long)s->dirty, (long long)s->checkpoints);
+    J("\"slot_bytes\":%lld,\"meta_bytes\":%lld,\"store_bytes\":%lld,\"store_f32_bytes\":%lld,\"tiers\":{",
+      (long long)s->slot_bytes, (long long)s->meta_bytes, (long long)s->store_bytes, (long long)s->store_f32_bytes);
+    for (int i = 0; i < EMBER_CACHE_TIER_COUNT; i++)
+        J("%s\"%s\":{\"rows\":%lld,\"bytes\":%lld}", i ? "," : "", ember_cache_tier_name((ember_cache_tier)i),
+          (long long)s->tier_rows[i], (long long)s->tier_bytes[i]);
+    J("}}");
 #undef J
     if (buf && n) snprintf(buf, n, "%s", tmp);
     return k;

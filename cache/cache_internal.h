@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "ember/cache.h"
 #include "ember/stream.h"
@@ -214,6 +215,30 @@ typedef struct ember__slotset {
     size_t off;
 } ember__slotset;
 
+/* ---- the tiered host store (cache/store.c) ---- */
+
+/* Rank directory of 64 rows: which are HOT and which WARM (the rest COLD), and how many
+   of each come before the word, so a row's index in its tier is two popcounts away. */
+typedef struct ember__tword {
+    uint64_t hot, warm;
+    int64_t hot_before, warm_before;
+} ember__tword;
+
+/* One table's rows in the host store, each tier packed: HOT [weights | state] as the
+   slots hold them (padding dropped); WARM [f16 weights | state]; COLD [int8-rowwise
+   weights (f16 when dim <= 8) | state], the state as nseg vectors of seglen floats in
+   state_fmt (cache/store.c says which). */
+typedef struct ember__tstore {
+    int64_t rows;
+    ember__tword *dir;          /* (ceil(rows / 64),), or NULL: every row HOT, index = id */
+    int64_t n[EMBER_CACHE_TIER_COUNT];
+    size_t rb[EMBER_CACHE_TIER_COUNT];   /* packed bytes of a row in each tier */
+    size_t wb[EMBER_CACHE_TIER_COUNT];   /* of which weights */
+    char *data[EMBER_CACHE_TIER_COUNT];  /* (n[k], rb[k]) */
+    int seglen, nseg;           /* the state as nseg vectors of seglen floats */
+    int state_fmt[EMBER_CACHE_TIER_COUNT]; /* ember_row_format of the state in each tier */
+} ember__tstore;
+
 typedef struct ember__ctable {
     const char *name;  /* the compute collection's copy */
     int64_t rows;
@@ -230,6 +255,7 @@ typedef struct ember__ctable {
     uint8_t seen_gen;
     int64_t nloaded;
     char *host;        /* (rows, rb) the host store (the host collection's table), or NULL */
+    ember__tstore ts;  /* the host store when the cache has tiers (host is NULL then) */
     int64_t hslots;    /* LMDB: rows of the DRAM cache in front of the disk */
     char *hdata;       /* (hslots, rb) HOST tier */
     ember__slots hc;
@@ -302,6 +328,10 @@ struct ember_cache {
     float state0;
     ember__store_init init;
     uint64_t init_words;  /* stream words of all tables */
+    int tiered;           /* the host store is tiered (every table has its ts) */
+    int tier_stochastic;
+    uint64_t tier_seed;
+    char *tier_rec;       /* (max record bytes) worker scratch of the tiered store */
     /* LMDB */
     ember__lmdb *db;
     ember__lmdb_params dbp;
@@ -378,6 +408,37 @@ void ember__row_generate(ember_cache *c, int t, int64_t id, char *rec);
 void ember__drop_caches(ember_cache *c);
 /* Re-raise an error captured on another thread on this one. */
 ember_status ember__reraise(ember_status st, const char *msg);
+
+/* cache/store.c: the tiered host store. */
+/* Build every table's tiers from cfg->tiers (checked here) and fill the store with
+   weights 0 and initial state. */
+ember_status ember__tstore_create(ember_cache *c, const ember_cache_tiers *tiers);
+void ember__tstore_free(ember_cache *c);
+/* Row id of table t: its record (the slots' layout) from, and into, the store. */
+void ember__tstore_get(const ember_cache *c, int t, int64_t id, char *rec);
+void ember__tstore_put(const ember_cache *c, int t, int64_t id, const char *rec);
+ember_cache_tier ember__tstore_tier(const ember__tstore *s, int64_t id);
+/* The host store's rows: from the initialiser c->init (as ember_ebc_init_uniform). */
+void ember__tstore_init_rows(ember_cache *c);
+/* store bytes, per tier, and of the tier maps. */
+void ember__tstore_bytes(const ember_cache *c, int64_t *tier_rows, int64_t *tier_bytes, int64_t *map_bytes);
+
+/* The host store (EMBER_CACHE_STORE_HOST): row id's record from, and into, it. */
+static inline void ember__host_get(const ember_cache *c, int t, int64_t id, char *rec) {
+    const ember__ctable *tb = &c->t[t];
+    if (c->tiered) ember__tstore_get(c, t, id, rec);
+    else memcpy(rec, tb->host + (size_t)id * tb->rb, tb->rb);
+}
+static inline void ember__host_put(const ember_cache *c, int t, int64_t id, const char *rec) {
+    const ember__ctable *tb = &c->t[t];
+    if (c->tiered) ember__tstore_put(c, t, id, rec);
+    else memcpy(tb->host + (size_t)id * tb->rb, rec, tb->rb);
+}
+static inline void ember__host_prefetch(const ember_cache *c, int t, int64_t id) {
+    const ember__ctable *tb = &c->t[t];
+    if (!c->tiered) __builtin_prefetch(tb->host + (size_t)id * tb->rb);
+    else if (tb->ts.dir) __builtin_prefetch(&tb->ts.dir[id >> 6]);
+}
 
 /* ---- CUDA (cache/cuda/cache_cuda.cu), queued on the current stream of dev ---- */
 #ifdef EMBER_HAVE_CUDA

@@ -201,12 +201,9 @@ ember_status ember__lower_exchange(ember_cache *c, const ember__rowset *w, const
     const int nt = c->nt;
     if (c->store == EMBER_CACHE_STORE_HOST) {
         for (int t = 0; t < nt; t++) {
-            const ember__ctable *tb = &c->t[t];
-            const size_t rb = tb->rb;
-            for (int64_t i = 0; i < w[t].n; i++)
-                memcpy(tb->host + (size_t)w[t].ids[i] * rb, w[t].data + (size_t)i * rb, rb);
-            for (int64_t i = 0; i < r[t].n; i++)
-                memcpy(r[t].data + (size_t)i * rb, tb->host + (size_t)r[t].ids[i] * rb, rb);
+            const size_t rb = c->t[t].rb;
+            for (int64_t i = 0; i < w[t].n; i++) ember__host_put(c, t, w[t].ids[i], w[t].data + (size_t)i * rb);
+            for (int64_t i = 0; i < r[t].n; i++) ember__host_get(c, t, r[t].ids[i], r[t].data + (size_t)i * rb);
         }
         return EMBER_OK;
     }
@@ -471,7 +468,7 @@ ember_status ember__row_fetch(ember_cache *c, int t, int64_t id, char *rec) {
 #endif
     }
     if (c->store == EMBER_CACHE_STORE_HOST) {
-        memcpy(rec, tb->host + (size_t)id * tb->rb, tb->rb);
+        ember__host_get(c, t, id, rec);
         return EMBER_OK;
     }
     if (tb->hslots > 0 && (s = ember__slots_find(&tb->hc, id)) >= 0) {
@@ -545,7 +542,7 @@ ember_status ember__rows_store(ember_cache *c, int t, int64_t first, int64_t n, 
             }
             ember__dev_set_dirty(tb, s, 1);
         } else if (c->store == EMBER_CACHE_STORE_HOST) {
-            memcpy(tb->host + (size_t)id * rb, src, rb);
+            ember__host_put(c, t, id, src);
         } else if (tb->hslots > 0 && (s = ember__slots_find(&tb->hc, id)) >= 0) {
             memcpy(tb->hdata + (size_t)s * rb, src, rb);
             ember__slots_set_dirty(&tb->hc, s, 1);

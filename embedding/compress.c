@@ -38,8 +38,13 @@ ember_status ember_tiers_split(const ember_tier_params *p, ember_tier_split *out
             return ember__error(EMBER_ERR_INVALID_ARGUMENT,
                                 "ember_tiers_split: counts not in decreasing order at row %lld (%llu after %llu)",
                                 (long long)i, (unsigned long long)c[i], (unsigned long long)c[i - 1]);
-    double b32 = 4.0 * p->dim + (double)p->state_bytes, b16 = 2.0 * p->dim + (double)p->state_bytes,
-           b8 = 8.0 + p->dim + (double)p->state_bytes;
+    if (p->state_bytes_f16 < 0 || p->state_bytes_int8 < 0 || p->state_bytes_f16 > (INT64_C(1) << 30) ||
+        p->state_bytes_int8 > (INT64_C(1) << 30))
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "ember_tiers_split: state_bytes_f16 %lld, state_bytes_int8 %lld",
+                            (long long)p->state_bytes_f16, (long long)p->state_bytes_int8);
+    double s16 = (double)(p->state_bytes_f16 ? p->state_bytes_f16 : p->state_bytes),
+           s8 = (double)(p->state_bytes_int8 ? p->state_bytes_int8 : p->state_bytes);
+    double b32 = 4.0 * p->dim + (double)p->state_bytes, b16 = 2.0 * p->dim + s16, b8 = 8.0 + p->dim + s8;
     double budget = (double)p->budget;
     /* the base: every row int8, or f16 when that is no larger (dim <= 8) */
     int base16 = b16 <= b8;
@@ -131,8 +136,22 @@ ember_status ember_rows_compress(const ember_compress_params *p, const float *sr
     int dim = p->dim;
     size_t rb = ember__row_weight_bytes((int)p->format, dim);
     if (p->format == EMBER_ROW_FORMAT_F32 || !p->stochastic) {
-        for (int64_t r = 0; r < rows; r++)
-            ember__row_store((char *)dst + (size_t)r * rb, (int)p->format, dim, src + (size_t)r * (size_t)dim);
+        int half = p->format == EMBER_ROW_FORMAT_F16 || p->format == EMBER_ROW_FORMAT_BF16;
+        uint16_t inf = p->format == EMBER_ROW_FORMAT_F16 ? 0x7c00u : 0x7f80u;
+        for (int64_t r = 0; r < rows; r++) {
+            char *rec = (char *)dst + (size_t)r * rb;
+            const float *x = src + (size_t)r * (size_t)dim;
+            ember__row_store(rec, (int)p->format, dim, x);
+            /* finite values past the largest finite one saturate there, as stochastic rounding does */
+            for (int j = 0; half && j < dim; j++) {
+                uint16_t h;
+                memcpy(&h, rec + 2 * (size_t)j, 2);
+                if ((h & 0x7fffu) == inf && isfinite(x[j])) {
+                    h = (uint16_t)((h & 0x8000u) | (inf - 1u));
+                    memcpy(rec + 2 * (size_t)j, &h, 2);
+                }
+            }
+        }
         return EMBER_OK;
     }
     words s = {.seed = p->seed};

@@ -66,9 +66,10 @@ typedef struct batch {
     ember_jagged j;
 } batch;
 
-static void make_batch(batch *b, int64_t step, uint64_t salt) {
+/* The same over tables of the given row counts. */
+static void make_batch_rows(batch *b, int64_t step, uint64_t salt, const int64_t *table_rows) {
     for (int t = 0; t < NT; t++) {
-        int64_t n = 0, rows = TABLES[t].rows;
+        int64_t n = 0, rows = table_rows[t];
         b->off[t][0] = 0;
         for (int s = 0; s < BATCH; s++) {
             uint64_t h = mix(salt ^ mix((uint64_t)step * 131 + (uint64_t)t * 17 + (uint64_t)s));
@@ -88,6 +89,12 @@ static void make_batch(batch *b, int64_t step, uint64_t salt) {
                                          .weights = t == 0 ? b->w : NULL};
     }
     b->j = (ember_jagged){.batch = BATCH, .num_features = NT, .features = b->f};
+}
+
+static void make_batch(batch *b, int64_t step, uint64_t salt) {
+    int64_t rows[NT];
+    for (int t = 0; t < NT; t++) rows[t] = TABLES[t].rows;
+    make_batch_rows(b, step, salt, rows);
 }
 
 /* dL/d(out): depends on out, so any difference in the forward shows in the update. */
@@ -255,6 +262,7 @@ typedef struct variant {
     int lookahead;
     int store;         /* 0: host; 1: LMDB; 2: LMDB with a DRAM cache capped below the table */
     int reopen;        /* LMDB: checkpoint at half way, destroy, reopen, go on */
+    const ember_cache_tiers *tiers; /* host store: precision tiers (all HOT: still exact) */
 } variant;
 
 static void base_config(ember_cache_config *cfg, ember_sparse_optim o, const variant *v, const char *path,
@@ -270,6 +278,7 @@ static void base_config(ember_cache_config *cfg, ember_sparse_optim o, const var
         .store = v->store ? EMBER_CACHE_STORE_LMDB : EMBER_CACHE_STORE_HOST,
         .path = v->store ? path : NULL,
         .host_ratio = v->store == 2 ? 0.05 : 0.0,
+        .tiers = v->tiers,
     };
 }
 
@@ -1126,6 +1135,491 @@ static void test_crash(void) {
 }
 #endif
 
+/* ---- precision tiers of the host store ---- */
+
+/* Tables for the tier tests: f32 of dim > 8 (int8 COLD rows), f32 of dim 4 (COLD rows
+   stay f16: int8 would be no smaller), and an f16 table (never tiered). */
+static const ember_ebc_table_config TT[NT] = {
+    {.name = "big", .rows = 3000, .dim = 16, .format = EMBER_ROW_FORMAT_F32, .pooling = EMBER_POOLING_SUM},
+    {.name = "small", .rows = 800, .dim = 4, .format = EMBER_ROW_FORMAT_F32, .pooling = EMBER_POOLING_MEAN},
+    {.name = "half", .rows = 500, .dim = 12, .format = EMBER_ROW_FORMAT_F16, .pooling = EMBER_POOLING_SUM},
+};
+
+static int64_t tt_out_dim(void) { return TT[0].dim + TT[1].dim + TT[2].dim; }
+
+static ember_freq *tt_counts(int64_t steps) {
+    ember_freq *f = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = NT}, &f));
+    int64_t rows[NT] = {TT[0].rows, TT[1].rows, TT[2].rows};
+    batch b;
+    for (int64_t k = 0; f && k < steps; k++) {
+        make_batch_rows(&b, k, SEED, rows);
+        for (int t = 0; t < NT; t++) CHECK_OK(ember_freq_add(f, t, b.f[t].values, b.f[t].length));
+    }
+    return f;
+}
+
+/* Every weight and state of a cache, tables one after the other. */
+typedef struct snap {
+    float *w, *s;
+    size_t nw, ns;
+} snap;
+
+static void snap_take(ember_cache *c, const ember_ebc_table_config *tabs, ember_sparse_optim o, snap *out) {
+    memset(out, 0, sizeof *out);
+    ember_sparse_optim_config oc = optim_of(o);
+    size_t nw = 0, ns = 0;
+    for (int t = 0; t < NT; t++) {
+        ember_ebc_table_info info;
+        CHECK_OK(ember_ebc_record_layout(&tabs[t], &oc, 0, &info));
+        nw += (size_t)(tabs[t].rows * tabs[t].dim);
+        ns += (size_t)tabs[t].rows * (size_t)info.state_floats;
+    }
+    out->w = malloc(sizeof(float) * nw);
+    out->s = malloc(sizeof(float) * (ns + 1));
+    out->nw = nw;
+    out->ns = ns;
+    size_t kw = 0, ks = 0;
+    for (int t = 0; t < NT; t++) {
+        ember_ebc_table_info info;
+        CHECK_OK(ember_ebc_record_layout(&tabs[t], &oc, 0, &info));
+        CHECK_OK(ember_cache_read_rows(c, t, 0, tabs[t].rows, out->w + kw));
+        kw += (size_t)(tabs[t].rows * tabs[t].dim);
+        if (info.state_floats) CHECK_OK(ember_cache_read_state(c, t, 0, tabs[t].rows, out->s + ks));
+        ks += (size_t)tabs[t].rows * (size_t)info.state_floats;
+    }
+}
+
+static void snap_free(snap *s) {
+    free(s->w);
+    free(s->s);
+}
+
+static int snap_equal(const snap *a, const snap *b) {
+    return a->nw == b->nw && a->ns == b->ns && memcmp(a->w, b->w, sizeof(float) * a->nw) == 0 &&
+           memcmp(a->s, b->s, sizeof(float) * a->ns) == 0;
+}
+
+static double snap_max_diff(const snap *a, const snap *b) {
+    double m = 0;
+    for (size_t i = 0; i < a->nw && a->nw == b->nw; i++) m = fmax(m, fabs((double)a->w[i] - (double)b->w[i]));
+    return m;
+}
+
+/* Train the TT tables `steps` steps through a small cache (2% of the rows, LFU) with
+   tiers ti (NULL: none), flushing every flush_every steps (0: never); snapshot at the end. */
+static void tier_train(const ember_cache_tiers *ti, ember_sparse_optim o, int look, int64_t steps, int flush_every,
+                       snap *out) {
+    memset(out, 0, sizeof *out);
+    ember_cache *c = NULL;
+    CHECK_OK(ember_cache_create(&(ember_cache_config){.collection = {.num_tables = NT, .tables = TT,
+                                                                     .optim = optim_of(o)},
+                                                      .ratio = 0.02,
+                                                      .min_slots = 3 * BATCH * MAXBAG,
+                                                      .policy = EMBER_CACHE_POLICY_LFU,
+                                                      .aging_interval = 16,
+                                                      .lookahead = look,
+                                                      .tiers = ti},
+                                &c));
+    if (!c) return;
+    ember_rng rng = {.seed = SEED, .offset = 8};
+    CHECK_OK(ember_cache_init_uniform(c, &rng, -0.1f, 0.1f));
+    const int64_t D = tt_out_dim();
+    int64_t rows[NT] = {TT[0].rows, TT[1].rows, TT[2].rows};
+    ember_tensor *outt = new_f32(BATCH, D), *g = new_f32(BATCH, D);
+    batch *ring = calloc(MAX_LOOK_RING, sizeof *ring);
+    int64_t submitted = 0;
+    for (int64_t k = 0; k < steps; k++) {
+        while (submitted < steps && submitted <= k + look) {
+            make_batch_rows(&ring[submitted % MAX_LOOK_RING], submitted, SEED, rows);
+            CHECK_OK(ember_cache_submit(c, &ring[submitted % MAX_LOOK_RING].j));
+            submitted++;
+        }
+        ember_cache_batch *cb = NULL;
+        CHECK_OK(ember_cache_next(c, &cb));
+        if (!cb) break;
+        CHECK_OK(ember_cache_forward(c, cb, outt));
+        make_grad(ember_tensor_data(outt), ember_tensor_data(g), BATCH * D, k);
+        CHECK_OK(ember_cache_backward(c, cb, g, &(ember_ebc_call){.lr = lr_of(k), .step = k + 1}));
+        CHECK_OK(ember_cache_release(c, cb, 1));
+        if (flush_every && (k + 1) % flush_every == 0 && submitted == k + 1) CHECK_OK(ember_cache_flush(c));
+    }
+    /* evict everything through the store: what a row reads back is what the store holds */
+    CHECK_OK(ember_cache_flush(c));
+    snap_take(c, TT, o, out);
+    ember_cache_stats st;
+    CHECK_OK(ember_cache_get_stats(c, &st));
+    CHECK(st.evictions > 0 && st.writebacks > 0);
+    free(ring);
+    ember_tensor_destroy(outt);
+    ember_tensor_destroy(g);
+    ember_cache_destroy(c);
+}
+
+/* Every row HOT: training through tiers is training without them, bit for bit. */
+static void test_tiers_all_hot(void) {
+    static const ember_sparse_optim optims[] = {EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_SPARSE_OPTIM_ADAM};
+    uint8_t *zeros = calloc((size_t)TABLES[0].rows, 1);
+    ember_cache_tier_map maps[NT] = {{.tier = zeros, .rows = TABLES[0].rows}, {0}, {0}};
+    ember_freq *f = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = NT}, &f));
+    CHECK_OK(ember_freq_add(f, 0, (int64_t[]){7, 7, 9}, 3));
+    ember_cache_tiers by_map = {.maps = maps, .seed = 3};
+    ember_cache_tiers by_counts = {.counts = f, .hot = 1.0, .seed = 3};
+    const int64_t steps = 120;
+    for (size_t oi = 0; oi < 2; oi++) {
+        reference ref;
+        reference_make(&ref, optims[oi], steps);
+        ember_ebc *fin = resident_final(optims[oi], steps);
+        for (int way = 0; way < 2; way++)
+            for (int look = 0; look <= 1; look++) {
+                variant v = {.ratio = 0.01, .policy = EMBER_CACHE_POLICY_LFU, .lookahead = look,
+                             .tiers = way ? &by_counts : &by_map};
+                CHECK(run_variant(&ref, &v, fin));
+            }
+        ember_ebc_destroy(fin);
+        reference_free(&ref);
+    }
+    ember_freq_destroy(f);
+    free(zeros);
+}
+
+/* Stochastic rounding is a function of (seed, table, row, values): the same run twice,
+   or with flushes in between, gives the same bits; another seed or rounding does not. */
+static void test_tiers_determinism(void) {
+    const int64_t steps = 150;
+    ember_freq *f = tt_counts(steps);
+    ember_cache_tiers ti = {.counts = f, .hot = 0.05, .warm = 0.25, .seed = 7};
+    for (int oi = 0; oi < 2; oi++) {
+        ember_sparse_optim o = oi ? EMBER_SPARSE_OPTIM_ADAM : EMBER_SPARSE_OPTIM_ADAGRAD;
+        snap a, b, fl, other, rtn, plain;
+        tier_train(&ti, o, 0, steps, 0, &a);
+        tier_train(&ti, o, 0, steps, 0, &b);
+        tier_train(&ti, o, 0, steps, 13, &fl);
+        ember_cache_tiers t2 = ti;
+        t2.seed = 8;
+        tier_train(&t2, o, 0, steps, 0, &other);
+        t2 = ti;
+        t2.rounding = EMBER_CACHE_ROUNDING_NEAREST;
+        tier_train(&t2, o, 0, steps, 0, &rtn);
+        tier_train(NULL, o, 0, steps, 0, &plain);
+        CHECK(snap_equal(&a, &b));
+        CHECK(snap_equal(&a, &fl));
+        CHECK(!snap_equal(&a, &other));
+        CHECK(!snap_equal(&a, &rtn));
+        CHECK(!snap_equal(&a, &plain));
+        /* compression moves the weights a little, not a lot: Adagrad by rounding errors,
+           Adam by about a step (lr 0.05) where a rounded m changes its sign */
+        double d = snap_max_diff(&a, &plain), lim = oi ? 0.15 : 0.01;
+        CHECK(d > 0 && d < lim);
+        printf("tiers (%s): max weight difference to f32 training %.3g\n", ember_sparse_optim_name(o), d);
+        /* with look-ahead the run still trains and its rounding stays seeded */
+        snap la;
+        tier_train(&ti, o, 1, steps, 0, &la);
+        CHECK(la.w && snap_max_diff(&la, &plain) < lim);
+        snap_free(&la);
+        snap_free(&a), snap_free(&b), snap_free(&fl), snap_free(&other), snap_free(&rtn), snap_free(&plain);
+    }
+    ember_freq_destroy(f);
+}
+
+static uint64_t hrow(uint64_t r, uint64_t j) { return mix(r * 1000003u + j * 7919u + 11u); }
+
+/* Rows written into each tier read back within the tier's error bound. */
+static void test_tiers_round_trip(void) {
+    enum { ROWS = 300, DIM = 40 };
+    ember_ebc_table_config tab = {.rows = ROWS, .dim = DIM};
+    uint8_t map[ROWS];
+    for (int r = 0; r < ROWS; r++)
+        map[r] = r < 100 ? EMBER_CACHE_TIER_HOT : r < 200 ? EMBER_CACHE_TIER_WARM : EMBER_CACHE_TIER_COLD;
+    float *w = malloc(sizeof(float) * ROWS * DIM), *back = malloc(sizeof(float) * ROWS * DIM);
+    float *st = malloc(sizeof(float) * ROWS * 2 * DIM), *sback = malloc(sizeof(float) * ROWS * 2 * DIM);
+    for (int r = 0; r < ROWS; r++) {
+        double scale = pow(10.0, (double)(r % 5) - 3.0); /* 1e-3 .. 10 */
+        for (int j = 0; j < DIM; j++) {
+            w[r * DIM + j] = (float)((unit(hrow((uint64_t)r, (uint64_t)j)) - 0.4) * scale);
+            st[r * 2 * DIM + j] = (float)((unit(hrow((uint64_t)r + 7777, (uint64_t)j)) - 0.5) * scale * 0.1); /* m */
+            st[r * 2 * DIM + DIM + j] = (float)(unit(hrow((uint64_t)r + 9999, (uint64_t)j)) * scale * scale); /* v */
+        }
+    }
+    for (int sr = 0; sr < 2; sr++) {
+        ember_cache *c = NULL;
+        CHECK_OK(ember_cache_create(
+            &(ember_cache_config){.collection = {.num_tables = 1, .tables = &tab,
+                                                 .optim = {.type = EMBER_SPARSE_OPTIM_ADAM}},
+                                  .slots = (int64_t[]){8},
+                                  .tiers = &(ember_cache_tiers){.maps = &(ember_cache_tier_map){map, ROWS},
+                                                                .rounding = sr ? EMBER_CACHE_ROUNDING_STOCHASTIC
+                                                                               : EMBER_CACHE_ROUNDING_NEAREST,
+                                                                .seed = 99}},
+            &c));
+        if (!c) break;
+        CHECK(ember_cache_host_collection(c) == NULL);
+        CHECK_OK(ember_cache_write_rows(c, 0, 0, ROWS, w));
+        CHECK_OK(ember_cache_write_state(c, 0, 0, ROWS, st));
+        CHECK_OK(ember_cache_read_rows(c, 0, 0, ROWS, back));
+        CHECK_OK(ember_cache_read_state(c, 0, 0, ROWS, sback));
+        int bad = 0;
+        for (int r = 0; r < ROWS && !bad; r++) {
+            /* three vectors per row: weights, m, v */
+            for (int v = 0; v < 3 && !bad; v++) {
+                const float *x = v == 0 ? w + r * DIM : st + r * 2 * DIM + (v - 1) * DIM;
+                const float *y = v == 0 ? back + r * DIM : sback + r * 2 * DIM + (v - 1) * DIM;
+                double mn = x[0], mx = x[0];
+                for (int j = 1; j < DIM; j++) mn = fmin(mn, x[j]), mx = fmax(mx, x[j]);
+                double q = (mx - mn) / 255.0;
+                for (int j = 0; j < DIM && !bad; j++) {
+                    double e = fabs((double)x[j] - (double)y[j]), tol;
+                    if (map[r] == EMBER_CACHE_TIER_HOT) tol = 0;
+                    else if (v > 0) /* Adam's state: bf16, half an ulp; a whole one stochastic */
+                        tol = fabs((double)x[j]) * ldexp(1.0, sr ? -7 : -8);
+                    else if (map[r] == EMBER_CACHE_TIER_WARM) /* half an f16 ulp; a whole one stochastic */
+                        tol = fmax(fabs((double)x[j]) * ldexp(1.0, sr ? -10 : -11), ldexp(1.0, sr ? -24 : -25));
+                    else /* half an int8 step; a whole one stochastic */
+                        tol = q * (sr ? 1.0 : 0.5) * (1 + 1e-5) + 1e-6 * (fabs(mn) + fabs(mx));
+                    if (e > tol) {
+                        fprintf(stderr, "FAIL tiers round trip (%s): row %d (%s) vector %d elem %d: %.9g -> %.9g "
+                                "(error %.3g > %.3g)\n", sr ? "stochastic" : "nearest", r,
+                                ember_cache_tier_name((ember_cache_tier)map[r]), v, j, (double)x[j], (double)y[j],
+                                e, tol);
+                        bad = 1;
+                    }
+                }
+            }
+        }
+        CHECK(!bad);
+        /* and a WARM or COLD row did change (it is compressed), a HOT row did not */
+        CHECK(memcmp(w + 150 * DIM, back + 150 * DIM, sizeof(float) * DIM) != 0);
+        CHECK(memcmp(w + 250 * DIM, back + 250 * DIM, sizeof(float) * DIM) != 0);
+        CHECK(memcmp(w, back, sizeof(float) * 100 * DIM) == 0);
+        /* Adam's v stays non-negative */
+        int neg = 0;
+        for (int r = 0; r < ROWS; r++)
+            for (int j = 0; j < DIM; j++) neg += sback[r * 2 * DIM + DIM + j] < 0;
+        CHECK_EQ_INT(neg, 0);
+        /* writing the values read back changes nothing: the rounding is a function of the values */
+        float *again = malloc(sizeof(float) * ROWS * DIM);
+        CHECK_OK(ember_cache_write_rows(c, 0, 0, ROWS, back));
+        CHECK_OK(ember_cache_read_rows(c, 0, 0, ROWS, again));
+        if (!sr) CHECK(memcmp(again, back, sizeof(float) * 200 * DIM) == 0); /* f16 RTN is idempotent */
+        free(again);
+        ember_cache_destroy(c);
+    }
+    free(w), free(back), free(st), free(sback);
+}
+
+/* What the store holds, byte for byte, and how rows are ranked into tiers. */
+static void test_tiers_bytes(void) {
+    static const ember_sparse_optim optims[] = {EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD};
+    /* packed bytes per row, [table][tier]: dim 16 Adagrad 128 / 32+32 / 24+24; dim 4:
+       32 / 8+8 / f16 8+8; rowwise Adagrad: 64+4 / 32+2 / 24+2 and 16+4 / 8+2 / 8+2 */
+    static const int64_t rb[2][2][3] = {{{128, 64, 48}, {32, 16, 16}}, {{68, 34, 26}, {20, 10, 10}}};
+    uint8_t *m0 = malloc((size_t)TT[0].rows), *m1 = malloc((size_t)TT[1].rows);
+    for (int64_t i = 0; i < TT[0].rows; i++)
+        m0[i] = i % 10 == 0 ? EMBER_CACHE_TIER_HOT : i % 10 <= 3 ? EMBER_CACHE_TIER_WARM : EMBER_CACHE_TIER_COLD;
+    for (int64_t i = 0; i < TT[1].rows; i++) m1[i] = i < 400 ? EMBER_CACHE_TIER_HOT : EMBER_CACHE_TIER_COLD;
+    ember_cache_tier_map maps[NT] = {{m0, TT[0].rows}, {m1, TT[1].rows}, {NULL, 0}};
+    for (int oi = 0; oi < 2; oi++) {
+        ember_sparse_optim_config oc = optim_of(optims[oi]);
+        ember_cache *c = NULL;
+        CHECK_OK(ember_cache_create(&(ember_cache_config){.collection = {.num_tables = NT, .tables = TT, .optim = oc},
+                                                          .ratio = 0.05,
+                                                          .tiers = &(ember_cache_tiers){.maps = maps}},
+                                    &c));
+        if (!c) continue;
+        ember_cache_stats s;
+        CHECK_OK(ember_cache_get_stats(c, &s));
+        int64_t f32 = 0, slots = 0, half = 0;
+        for (int t = 0; t < NT; t++) {
+            ember_ebc_table_info info;
+            CHECK_OK(ember_ebc_record_layout(&TT[t], &oc, 0, &info));
+            f32 += TT[t].rows * (int64_t)info.record_bytes;
+            slots += ember_cache_slots(c, t) * (int64_t)info.record_bytes;
+            if (t == 2) half = TT[t].rows * (int64_t)(info.weight_bytes + 4 * (size_t)info.state_floats);
+        }
+        CHECK_EQ_INT(s.tier_rows[EMBER_CACHE_TIER_HOT], 300 + 400 + 500);
+        CHECK_EQ_INT(s.tier_rows[EMBER_CACHE_TIER_WARM], 900);
+        CHECK_EQ_INT(s.tier_rows[EMBER_CACHE_TIER_COLD], 1800 + 400);
+        CHECK_EQ_INT(s.tier_bytes[EMBER_CACHE_TIER_HOT], 300 * rb[oi][0][0] + 400 * rb[oi][1][0] + half);
+        CHECK_EQ_INT(s.tier_bytes[EMBER_CACHE_TIER_WARM], 900 * rb[oi][0][1]);
+        CHECK_EQ_INT(s.tier_bytes[EMBER_CACHE_TIER_COLD], 1800 * rb[oi][0][2] + 400 * rb[oi][1][2]);
+        int64_t dir = (int64_t)((TT[0].rows + 63) / 64 + (TT[1].rows + 63) / 64) * 32; /* the f16 table: none */
+        CHECK_EQ_INT(s.store_bytes, s.tier_bytes[0] + s.tier_bytes[1] + s.tier_bytes[2] + dir);
+        CHECK_EQ_INT(s.store_f32_bytes, f32);
+        CHECK_EQ_INT(s.slot_bytes, slots);
+        CHECK(s.meta_bytes > 0);
+        char json[4096];
+        CHECK(ember_cache_stats_json(&s, json, sizeof json) < sizeof json);
+        CHECK(strstr(json, "\"store_f32_bytes\":") != NULL && strstr(json, "\"cold\":{\"rows\":2200") != NULL);
+        ember_cache_tier k = EMBER_CACHE_TIER_COUNT;
+        CHECK_OK(ember_cache_get_row_tier(c, 0, 20, &k));
+        CHECK_EQ_INT(k, EMBER_CACHE_TIER_HOT);
+        CHECK_OK(ember_cache_get_row_tier(c, 0, 2999, &k));
+        CHECK_EQ_INT(k, EMBER_CACHE_TIER_COLD);
+        CHECK_OK(ember_cache_get_row_tier(c, 0, 2993, &k));
+        CHECK_EQ_INT(k, EMBER_CACHE_TIER_WARM);
+        CHECK_OK(ember_cache_get_row_tier(c, 2, 499, &k));
+        CHECK_EQ_INT(k, EMBER_CACHE_TIER_HOT);
+        CHECK_STATUS(ember_cache_get_row_tier(c, 0, 3000, &k), EMBER_ERR_INDEX);
+        CHECK_STATUS(ember_cache_get_row_tier(c, 3, 0, &k), EMBER_ERR_INDEX);
+        /* a new store: weights 0 and the initial state in every tier */
+        float z[16], sz[16];
+        CHECK_OK(ember_cache_read_rows(c, 0, 2999, 1, z));
+        CHECK_OK(ember_cache_read_state(c, 0, 2999, 1, sz));
+        CHECK_NEAR(z[5], 0.0, 0.0);
+        CHECK_NEAR(sz[0], 0.1f, oi ? 1e-4 : 0.0); /* int8 of a constant vector is exact; f16 is not */
+        ember_cache_destroy(c);
+    }
+    /* an untiered host store counts its f32 records */
+    ember_cache *c = NULL;
+    CHECK_OK(ember_cache_create(&(ember_cache_config){.collection = {.num_tables = NT, .tables = TT}, .ratio = 0.05},
+                                &c));
+    if (c) {
+        ember_cache_stats s;
+        CHECK_OK(ember_cache_get_stats(c, &s));
+        CHECK_EQ_INT(s.store_bytes, s.store_f32_bytes);
+        CHECK_EQ_INT(s.tier_rows[EMBER_CACHE_TIER_HOT], 4300);
+        ember_cache_tier k = EMBER_CACHE_TIER_COUNT;
+        CHECK_OK(ember_cache_get_row_tier(c, 0, 5, &k));
+        CHECK_EQ_INT(k, EMBER_CACHE_TIER_HOT);
+        ember_cache_destroy(c);
+    }
+
+    /* ranked by counts: fractions */
+    ember_freq *f = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = NT}, &f));
+    for (int i = 0; i < 50; i++) CHECK_OK(ember_freq_add(f, 0, (int64_t[]){2999}, 1));
+    for (int i = 0; i < 40; i++) CHECK_OK(ember_freq_add(f, 0, (int64_t[]){7, 5}, 2));
+    for (int64_t id = 100; id < 200; id++) CHECK_OK(ember_freq_add(f, 0, &id, 1));
+    CHECK_OK(ember_freq_add(f, 2, (int64_t[]){1, 2, 3}, 3));
+    CHECK_OK(ember_cache_create(&(ember_cache_config){.collection = {.num_tables = NT, .tables = TT,
+                                                                     .optim = optim_of(EMBER_SPARSE_OPTIM_ADAGRAD)},
+                                                      .ratio = 0.05,
+                                                      .tiers = &(ember_cache_tiers){.counts = f, .hot = 0.001,
+                                                                                    .warm = 0.01}},
+                                &c));
+    if (c) {
+        /* table 0: ceil(3) HOT = 2999, 5, 7 (ties by id); ceil(30) WARM = ids 100..129 */
+        static const struct { int t; int64_t id; int tier; } want[] = {
+            {0, 2999, EMBER_CACHE_TIER_HOT}, {0, 5, EMBER_CACHE_TIER_HOT},   {0, 7, EMBER_CACHE_TIER_HOT},
+            {0, 100, EMBER_CACHE_TIER_WARM}, {0, 129, EMBER_CACHE_TIER_WARM}, {0, 130, EMBER_CACHE_TIER_COLD},
+            {0, 0, EMBER_CACHE_TIER_COLD},   {1, 0, EMBER_CACHE_TIER_HOT},    {1, 8, EMBER_CACHE_TIER_WARM},
+            {1, 9, EMBER_CACHE_TIER_COLD},   {2, 0, EMBER_CACHE_TIER_HOT}};
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+            ember_cache_tier k = EMBER_CACHE_TIER_COUNT;
+            CHECK_OK(ember_cache_get_row_tier(c, want[i].t, want[i].id, &k));
+            if ((int)k != want[i].tier)
+                fprintf(stderr, "FAIL tiers by fractions: table %d id %lld is %s, wanted %s\n", want[i].t,
+                        (long long)want[i].id, ember_cache_tier_name(k),
+                        ember_cache_tier_name((ember_cache_tier)want[i].tier));
+            CHECK_EQ_INT(k, want[i].tier);
+        }
+        ember_cache_stats s;
+        CHECK_OK(ember_cache_get_stats(c, &s));
+        CHECK_EQ_INT(s.tier_rows[EMBER_CACHE_TIER_HOT], 3 + 1 + 500);
+        CHECK_EQ_INT(s.tier_rows[EMBER_CACHE_TIER_WARM], 30 + 8);
+        ember_cache_destroy(c);
+    }
+    /* ranked by counts: a budget of half the f32 bytes */
+    int64_t f32_rows = TT[0].rows * 128 + TT[1].rows * 32;
+    size_t budget = (size_t)f32_rows / 2;
+    CHECK_OK(ember_cache_create(&(ember_cache_config){.collection = {.num_tables = NT, .tables = TT,
+                                                                     .optim = optim_of(EMBER_SPARSE_OPTIM_ADAGRAD)},
+                                                      .ratio = 0.05,
+                                                      .tiers = &(ember_cache_tiers){.counts = f, .budget = budget}},
+                                &c));
+    if (c) {
+        ember_cache_stats s;
+        CHECK_OK(ember_cache_get_stats(c, &s));
+        int64_t half = TT[2].rows * (24 + 48); /* the f16 table, HOT and outside the budget */
+        int64_t used = s.tier_bytes[0] + s.tier_bytes[1] + s.tier_bytes[2] - half;
+        CHECK(used <= (int64_t)budget && used > (int64_t)budget * 9 / 10);
+        ember_cache_tier k = EMBER_CACHE_TIER_COUNT;
+        CHECK_OK(ember_cache_get_row_tier(c, 0, 2999, &k));
+        CHECK_EQ_INT(k, EMBER_CACHE_TIER_HOT);
+        CHECK_OK(ember_cache_get_row_tier(c, 0, 150, &k));
+        CHECK_EQ_INT(k, EMBER_CACHE_TIER_HOT);
+        ember_cache_destroy(c);
+    }
+    ember_freq_destroy(f);
+    free(m0);
+    free(m1);
+}
+
+static void test_tiers_bad_config(void) {
+    uint8_t *m0 = calloc((size_t)TT[0].rows, 1), *m2 = calloc((size_t)TT[2].rows, 1);
+    ember_cache_tier_map maps[NT] = {{m0, TT[0].rows}, {NULL, 0}, {NULL, 0}};
+    ember_freq *f = NULL, *f2 = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = NT}, &f));
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = 2}, &f2));
+    ember_cache_tiers ti = {.maps = maps};
+    ember_cache_config cfg = {.collection = {.num_tables = NT, .tables = TT,
+                                             .optim = optim_of(EMBER_SPARSE_OPTIM_ADAGRAD)},
+                              .ratio = 0.05, .tiers = &ti};
+    ember_cache *c = NULL;
+    CHECK_OK(ember_cache_create(&cfg, &c)); /* the good one */
+    ember_cache_destroy(c);
+    c = NULL;
+    /* a map of the wrong length */
+    maps[0].rows = TT[0].rows - 1;
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "maps[0] has 2999 rows") != NULL);
+    maps[0].rows = TT[0].rows;
+    /* a value that is no tier */
+    m0[17] = 3;
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "tier[17] = 3") != NULL);
+    m0[17] = EMBER_CACHE_TIER_COLD;
+    /* a COLD row in the f16 table */
+    m2[4] = EMBER_CACHE_TIER_COLD;
+    maps[2] = (ember_cache_tier_map){m2, TT[2].rows};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "only f32 tables") != NULL);
+    maps[2] = (ember_cache_tier_map){NULL, 0};
+    /* neither, both, fractions with maps */
+    ti = (ember_cache_tiers){0};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    ti = (ember_cache_tiers){.maps = maps, .counts = f};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    ti = (ember_cache_tiers){.maps = maps, .hot = 0.5};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    /* bad fractions, fractions and a budget, bad rounding */
+    ti = (ember_cache_tiers){.counts = f, .hot = 0.7, .warm = 0.4};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    ti = (ember_cache_tiers){.counts = f, .hot = -0.1};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    ti = (ember_cache_tiers){.counts = f, .hot = NAN};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    ti = (ember_cache_tiers){.counts = f, .hot = 0.1, .budget = 100000};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    ti = (ember_cache_tiers){.counts = f, .hot = 0.1, .rounding = EMBER_CACHE_ROUNDING_COUNT};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INVALID_ARGUMENT);
+    /* counts of another number of tables; a counted id past its table */
+    ti = (ember_cache_tiers){.counts = f2, .hot = 0.1};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_SHAPE);
+    CHECK_OK(ember_freq_add(f, 1, (int64_t[]){800}, 1));
+    ti = (ember_cache_tiers){.counts = f, .hot = 0.1};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_INDEX);
+    CHECK(strstr(ember_last_error(), "counted id 800 is outside [0, 800)") != NULL);
+    /* a budget below every row COLD */
+    ember_freq_destroy(f);
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = NT}, &f));
+    ti = (ember_cache_tiers){.counts = f, .budget = 1000};
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_OUT_OF_MEMORY);
+    CHECK(strstr(ember_last_error(), "tiers") != NULL);
+    /* tiers are the host store's */
+    char path[512];
+    ti = (ember_cache_tiers){.maps = maps};
+    cfg.store = EMBER_CACHE_STORE_LMDB;
+    cfg.path = tmp_path(path, sizeof path, "tiers");
+    CHECK_STATUS(ember_cache_create(&cfg, &c), EMBER_ERR_UNSUPPORTED);
+    CHECK(c == NULL);
+    ember_freq_destroy(f);
+    ember_freq_destroy(f2);
+    free(m0);
+    free(m2);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--crash-child") == 0) {
 #ifdef EMBER_HAVE_LMDB
@@ -1146,6 +1640,11 @@ int main(int argc, char **argv) {
     test_too_small();
     test_rows_and_init();
     test_bad_input();
+    test_tiers_bytes();
+    test_tiers_round_trip();
+    test_tiers_bad_config();
+    test_tiers_determinism();
+    test_tiers_all_hot();
 #ifdef EMBER_HAVE_LMDB
     test_lmdb_errors();
     test_map_full();

@@ -12,7 +12,8 @@
  *                 big-endian, value the row record.
  * A row moves between tiers as its record `[weights | optimizer state]` (see
  * ember/embedding.h), so every sparse optimizer trains through the cache exactly as
- * on a resident table: bit for bit on the CPU, at any cache size and policy.
+ * on a resident table: bit for bit on the CPU, at any cache size and policy (a store
+ * with precision tiers, below, rounds its compressed rows by design).
  *
  * A training step hands the cache a batch; ember_cache_next returns it prepared: its
  * unique ids were looked up (hits, misses), victims chosen by the policy (never rows
@@ -68,6 +69,36 @@
  * (ember_cache_init_uniform: the same values ember_ebc_init_uniform gives), so a new
  * store of any size opens in constant time.
  *
+ * Precision tiers (host store only; DESIGN.md section 4, stage 2). With .tiers set, the
+ * host store keeps each row of an f32 table in one of three tiers: HOT rows as f32
+ * records, WARM rows with f16 weights, COLD rows with int8-rowwise weights ([scale f32 |
+ * bias f32 | q u8 x dim]; f16 when dim <= 8, where int8 would be no smaller). The
+ * optimizer state goes with its row: Adagrad's accumulators f16 (WARM) and int8-rowwise,
+ * one scale and bias per vector (COLD; f16 for 8 floats or fewer, as rowwise Adagrad's
+ * one value), which is safe because an Adagrad step is at most lr whatever the stored
+ * accumulator; Adam's m and v bf16 in both (a v rounded to 0 by int8 or f16 underflow
+ * would make m / eps a step of thousands; bf16 keeps f32's range). Which rows go where
+ * is given per row (maps), or chosen from frequency counts:
+ * the hottest fractions of each table's rows (hot, warm), or the split that
+ * ember_tiers_split (ember/partition.h) makes under a byte budget. The device slots
+ * always hold f32 records: a row is expanded when it is loaded and recompressed when
+ * a dirty row is written back, by stochastic rounding (unbiased: small updates are not
+ * lost) or round to nearest. The random numbers are Philox words of tiers.seed at an
+ * offset hashed from (table, row, the record's bits), so the store's contents are a
+ * function of what is written, never of when or how often: runs with the same seed
+ * and the same schedule give the same bits. (The schedule of evictions is fixed with
+ * lookahead 0; with look-ahead, whether a row is evicted between two uses may depend
+ * on thread timing, and a compressed row that makes the round trip is rounded.)
+ * Hot rows are exact; to keep them in the device cache, warm it with their counts and
+ * use the STATIC policy (ember_cache_warmup_counts). Tables in another format (f16,
+ * bf16, int8) are left as they are (all hot). ember_cache_stats reports the store's
+ * bytes per tier beside what the same rows take as f32 records:
+ *
+ *     ember_cache_create(&(ember_cache_config){
+ *         .collection = ..., .ratio = 0.05, .policy = EMBER_CACHE_POLICY_STATIC,
+ *         .tiers = &(ember_cache_tiers){.counts = freq, .hot = 0.02, .warm = 0.10,
+ *                                       .seed = 7}}, &c);
+ *
  * Threads. One thread drives a cache (submit, next, release and the other calls);
  * the cache's own worker thread does the rest. Calls that read or write rows, flush
  * or checkpoint need no batch handed out (call them between release and next);
@@ -113,6 +144,52 @@ typedef enum ember_cache_open {
     EMBER_CACHE_OPEN_COUNT
 } ember_cache_open;
 
+/** Storage tier of a row of the host store (see "Precision tiers" above). */
+typedef enum ember_cache_tier {
+    EMBER_CACHE_TIER_HOT,  /* f32 weights and state, exact */
+    EMBER_CACHE_TIER_WARM, /* f16 weights and state (Adam's: bf16) */
+    EMBER_CACHE_TIER_COLD, /* int8-rowwise weights and state (vectors of <= 8 floats: f16; Adam's
+                              state: bf16) */
+    EMBER_CACHE_TIER_COUNT
+} ember_cache_tier;
+
+/** How rows are rounded when they are compressed into the WARM and COLD tiers. */
+typedef enum ember_cache_rounding {
+    EMBER_CACHE_ROUNDING_STOCHASTIC, /* up with probability (x - lo) / (hi - lo): unbiased (default) */
+    EMBER_CACHE_ROUNDING_NEAREST,    /* to nearest, ties to even */
+    EMBER_CACHE_ROUNDING_COUNT
+} ember_cache_rounding;
+
+/** One table's tiers, row by row. */
+typedef struct ember_cache_tier_map {
+    const uint8_t *tier; /* (rows,) an ember_cache_tier per row; NULL: the table is all HOT */
+    int64_t rows;        /* length of tier: must be the table's rows */
+} ember_cache_tier_map;
+
+/**
+ * Precision tiers of the host store. Give one of: maps; counts with the fractions hot
+ * and warm; counts with a budget. The description is read by ember_cache_create and
+ * not kept. Only f32 tables are tiered: maps must leave other tables all HOT, and
+ * counts leave them so.
+ */
+typedef struct ember_cache_tiers {
+    const ember_cache_tier_map *maps; /* (num_tables,) explicit tiers */
+    /* Frequency counts of the training data (ember_freq of ember/datasets.h, its table t
+       for table t). Rows are ranked by count, highest first, ties and rows never
+       counted after them in increasing id. */
+    const struct ember_freq *counts;
+    double hot, warm;     /* fractions of each table's rows, in [0, 1], hot + warm <= 1: the
+                             first ceil(hot * rows) of the ranking HOT, the next
+                             ceil(warm * rows) WARM, the rest COLD */
+    size_t budget;        /* > 0 instead of the fractions: bytes of the store's rows (tier
+                             maps not included) over the f32 tables; tables of the same dim
+                             and optimizer are ranked together and split by
+                             ember_tiers_split, tables of other shapes get shares of the
+                             budget in proportion to their f32 bytes */
+    ember_cache_rounding rounding;
+    uint64_t seed;        /* Philox key of stochastic rounding */
+} ember_cache_tiers;
+
 /** Zero fields take the defaults named here. */
 typedef struct ember_cache_config {
     /* The tables at full size and their optimizer, exactly as for a resident
@@ -140,6 +217,9 @@ typedef struct ember_cache_config {
        ceil(host_ratio * rows); 0 (default): none, rows go straight to the device cache. */
     double host_ratio;
     const int64_t *host_rows; /* (num_tables,) each >= 0, or NULL */
+    /* Host store: precision tiers of the rows (see above), or NULL (every row f32). The
+       LMDB store does not take tiers (EMBER_ERR_UNSUPPORTED). */
+    const ember_cache_tiers *tiers;
 } ember_cache_config;
 
 typedef struct ember_cache ember_cache;
@@ -154,7 +234,12 @@ typedef struct ember_cache ember_cache;
  *         (LMDB or CUDA not built); EMBER_ERR_NOT_FOUND (OPEN_EXISTING and no store);
  *         EMBER_ERR_STATE (OPEN_CREATE and a store exists); EMBER_ERR_IO (path not a
  *         usable directory); EMBER_ERR_FORMAT (not an ember store, corrupt, or other
- *         tables); EMBER_ERR_LMDB.
+ *         tables); EMBER_ERR_LMDB. Tiers: EMBER_ERR_INVALID_ARGUMENT (none or several
+ *         ways given, a map of another length or with a bad tier, WARM or COLD rows in a
+ *         table that is not f32, fractions outside [0, 1]); EMBER_ERR_SHAPE (counts of
+ *         another number of tables); EMBER_ERR_INDEX (a counted id outside its table);
+ *         EMBER_ERR_OUT_OF_MEMORY (a budget below every row COLD);
+ *         EMBER_ERR_UNSUPPORTED (tiers with the LMDB store).
  */
 ember_status ember_cache_create(const ember_cache_config *cfg, ember_cache **out);
 /**
@@ -169,9 +254,14 @@ int64_t ember_cache_slots(const ember_cache *c, int table);
 /** The collection whose kernels run on the slots (rows = 1 per table: it holds no
     rows of its own; pass ember_cache_batch.rows with every call). Owned by the cache. */
 ember_ebc *ember_cache_collection(ember_cache *c);
-/** The host store's resident collection (EMBER_CACHE_STORE_HOST), else NULL. Up to
-    date after ember_cache_flush; owned by the cache. */
+/** The host store's resident collection (EMBER_CACHE_STORE_HOST without tiers), else
+    NULL. Up to date after ember_cache_flush; owned by the cache. */
 ember_ebc *ember_cache_host_collection(ember_cache *c);
+/**
+ * The store tier of a row (EMBER_CACHE_TIER_HOT for every row of a cache without tiers).
+ * @return EMBER_OK, EMBER_ERR_INVALID_ARGUMENT (NULLs), EMBER_ERR_INDEX (table or id).
+ */
+ember_status ember_cache_get_row_tier(const ember_cache *c, int table, int64_t id, ember_cache_tier *out);
 
 /* ---- batches ---- */
 
@@ -234,7 +324,9 @@ ember_status ember_cache_init_uniform(ember_cache *c, ember_rng *rng, float lo, 
 /**
  * Weights (f32, (count, dim)) or optimizer state (f32, (count, state_floats)) of rows
  * [first, first + count), wherever each row lives (device slot, host store, disk).
- * write_rows leaves the state alone and write_state the weights.
+ * write_rows leaves the state alone and write_state the weights. With tiers, a row that
+ * is not in a device slot is compressed into its tier as it is written (it reads back
+ * rounded); a cached row is compressed when it is written back.
  * @return EMBER_OK, EMBER_ERR_INVALID_ARGUMENT, EMBER_ERR_INDEX (table or range),
  *         EMBER_ERR_STATE (a batch is handed out), store errors.
  */
@@ -339,6 +431,16 @@ typedef struct ember_cache_stats {
     double hidden_fraction;          /* hidden_seconds / prepare_seconds (0 if none) */
     int64_t slots, slots_used, dirty;/* over all tables, now */
     int64_t checkpoints;
+    /* Memory, bytes, now. slot_bytes: the device slots' records (slots x record bytes);
+       meta_bytes: the device cache's metadata (id maps, per-slot records, heaps, the
+       1:1 tables' row states); store_bytes: DRAM of the host store's rows (tiered: the
+       compressed records of each tier plus the tier maps; LMDB: the DRAM cache in front
+       of the disk); store_f32_bytes: every row of every table as the record the table
+       has resident (rows x record bytes), what an untiered host store or a resident
+       collection holds. Saving of the tiers: 1 - (store + slot bytes) / store_f32. */
+    int64_t slot_bytes, meta_bytes, store_bytes, store_f32_bytes;
+    int64_t tier_rows[EMBER_CACHE_TIER_COUNT];  /* rows of the host store per tier */
+    int64_t tier_bytes[EMBER_CACHE_TIER_COUNT]; /* of store_bytes, the records of each tier */
 } ember_cache_stats;
 
 /** A consistent snapshot. @return EMBER_OK, EMBER_ERR_INVALID_ARGUMENT. */
@@ -352,6 +454,7 @@ const char *ember_cache_policy_name(ember_cache_policy p); /* "lfu", "lru", "sta
 const char *ember_cache_store_name(ember_cache_store s);   /* "host", "lmdb" */
 const char *ember_cache_link_name(ember_cache_link l);     /* "host_to_device", ... */
 const char *ember_cache_phase_name(ember_cache_phase p);   /* "analyze", ... */
+const char *ember_cache_tier_name(ember_cache_tier t);     /* "hot", "warm", "cold" */
 /** Parse "lfu" / "lru" / "static". @return EMBER_OK or EMBER_ERR_INVALID_ARGUMENT. */
 ember_status ember_cache_policy_parse(const char *s, ember_cache_policy *out);
 

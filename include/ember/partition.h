@@ -268,7 +268,9 @@ ember_status ember_plan_load(const char *path, ember_memory *mm, ember_plan **ou
  * minimises the expected rounding error per lookup under the byte budget: a lookup of
  * an f16 row errs by about 2^-11 of its value, of an int8 row by about 1/510 of the
  * row's range, so upgrading int8 -> f16 buys ~6x more accuracy per byte than f16 -> f32
- * at the same count; the greedy takes the better upgrade per byte, row by row.
+ * at the same count; the greedy takes the better upgrade per byte, row by row. (When
+ * the state is compressed with its row, state_bytes_f16 and state_bytes_int8 give its
+ * size in those tiers.)
  *
  * Compression rounds to nearest (even) or stochastically: x goes to its upper
  * neighbour with probability (x - lo) / (hi - lo), so E[compressed] = x and small
@@ -290,6 +292,9 @@ typedef struct ember_tier_params {
     int dim;                 /* 1 .. 2^20 */
     int64_t state_bytes;     /* optimizer state bytes per row (f32 in every tier), >= 0 */
     size_t budget;           /* bytes for the rows (weights + state), unpadded */
+    /* State bytes of an f16 and of an int8 row when the state is compressed with the
+       weights (the cache's tiered store); 0: state_bytes (the state stays f32). */
+    int64_t state_bytes_f16, state_bytes_int8;
 } ember_tier_params;
 
 typedef struct ember_tier_split {
@@ -320,7 +325,8 @@ typedef struct ember_compress_params {
 
 /**
  * Compress rows of f32 weights (rows, dim) into dst (rows * ember_row_format_bytes).
- * f16 values beyond +-65504 saturate there; NaN stays NaN.
+ * Finite values beyond the largest finite f16 (+-65504) or bf16 saturate there, with
+ * either rounding; NaN stays NaN.
  * Error bounds, per element: f16/bf16 nearest <= half a unit in the last place of the
  * result, stochastic < one unit; int8 nearest <= scale / 2, stochastic < scale, where
  * scale = (row max - row min) / 255 (a constant row is exact).
