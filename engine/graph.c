@@ -592,10 +592,42 @@ done:
 
 /* ---- execution ---- */
 
+ember_status ember__graph_set_hook(ember_graph *g, ember__graph_hook fn, void *user) {
+    EMBER_CHECK_NULL(g, "ember__graph_set_hook");
+    if (fn && g->hook && (g->hook != fn || g->hook_user != user))
+        return ember__error(EMBER_ERR_STATE, "graph: an executor hook is already installed");
+    g->hook = fn;
+    g->hook_user = fn ? user : NULL;
+    return EMBER_OK;
+}
+
+/* The hook's "before" call for entry e: the node and its parameter sources, each once. */
+static ember_status hook_before(ember_graph *g, int e, ember__hook_event *ev) {
+    ember_node *x = g->sched[e].node;
+    *ev = (ember__hook_event){.entry = e, .backward = e >= g->nfwd, .node = x};
+    for (int s = 0; s < x->nsrc; s++) {
+        ember_node *src = x->src[s];
+        int seen = !(src->flags & EMBER__NODE_PARAM);
+        for (int k = 0; k < ev->nparams && !seen; k++) seen = ev->params[k] == src;
+        if (!seen) ev->params[ev->nparams++] = src;
+    }
+    return g->hook(g->hook_user, g, ev);
+}
+
+/* The "after" call: the kernel's status wins over the hook's. */
+static ember_status hook_after(ember_graph *g, ember__hook_event *ev, ember_status kernel) {
+    ev->after = 1;
+    ev->status = kernel;
+    ember_status st = g->hook(g->hook_user, g, ev);
+    return kernel != EMBER_OK ? kernel : st;
+}
+
 static ember_status run_entries(ember_graph *g, int from, int to) {
     for (int e = from; e < to; e++) {
         ember__sched *en = &g->sched[e];
         ember_node *x = en->node;
+        ember__hook_event hev = {.entry = e};
+        if (g->hook) EMBER_TRY(hook_before(g, e, &hev));
         ember__exec ex = {.g = g, .n = x, .out = en->recompute ? x->recomp : x->value};
         int in_bwd = e >= g->nfwd;
         for (int s = 0; s < x->nsrc; s++) {
@@ -608,9 +640,11 @@ static ember_status run_entries(ember_graph *g, int from, int to) {
 #ifdef EMBER_HAVE_CUDA
         if (g->dev.type == EMBER_DEVICE_CUDA) k = ember__graph_cuda_kernel(x->op);
 #endif
-        if (!k)
-            return ember__error(EMBER_ERR_UNSUPPORTED, "graph node %d (%s): no kernel for this device", x->id,
-                                d->name);
+        if (!k) {
+            ember_status st = ember__error(EMBER_ERR_UNSUPPORTED, "graph node %d (%s): no kernel for this device",
+                                           x->id, d->name);
+            return g->hook ? hook_after(g, &hev, st) : st;
+        }
         /* one profiler scope per node, named by its op; on CUDA the launch is timed
            unless the profiler asks for a sync (then the kernel is) */
         int prof = ember_profiler_enabled();
@@ -625,6 +659,7 @@ static ember_status run_entries(ember_graph *g, int from, int to) {
             st = ember_stream_synchronize(ember_stream_get_current(g->dev));
 #endif
         if (prof) ember_profiler_end();
+        if (g->hook) st = hook_after(g, &hev, st);
         if (st != EMBER_OK) return st;
         g->runs[x->op]++;
         if (d->flops) g->executed_flops += d->flops(x);

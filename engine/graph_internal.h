@@ -96,6 +96,31 @@ struct ember_node {
     ember_tensor *recomp;  /* arena view of the recomputed instance (checkpointed nodes) */
 };
 
+/*
+ * Executor hook: one per graph, called by the executor before (after = 0) and after
+ * (after = 1) every schedule entry it runs, outside the node's profiler scope. It sees
+ * the entry, its node and the node's parameter inputs (each listed once), so a user
+ * can place or check model data around each kernel; the heterogeneous memory manager
+ * (engine/offload.c) fetches and evicts chunks with it. A non-OK status from the
+ * "before" call stops the run before the kernel; the "after" call is made whenever the
+ * "before" call succeeded, with the kernel's status in `status` (so state taken before
+ * the kernel can be released), and its own failure stops the run too.
+ */
+typedef struct ember__hook_event {
+    int entry;    /* index in g->sched */
+    int after;    /* 0: before the kernel, 1: after it */
+    int backward; /* entry >= g->nfwd (backward and recompute entries) */
+    ember_status status; /* after = 1: the kernel's status */
+    ember_node *node;
+    int nparams;
+    ember_node *params[EMBER__MAX_SRC]; /* the node's parameter sources, each once */
+} ember__hook_event;
+
+typedef ember_status (*ember__graph_hook)(void *user, ember_graph *g, const ember__hook_event *ev);
+
+/* Install (fn non-NULL) or remove (fn NULL) the graph's hook. EMBER_ERR_STATE when another is set. */
+ember_status ember__graph_set_hook(ember_graph *g, ember__graph_hook fn, void *user);
+
 typedef struct ember__sched {
     ember_node *node;
     int recompute; /* 1: re-running a checkpointed node during backward */
@@ -124,6 +149,8 @@ struct ember_graph {
     void *arena;
     int64_t runs[EMBER__OP_COUNT];
     double executed_flops;
+    ember__graph_hook hook; /* executor hook (NULL: none) and its argument */
+    void *hook_user;
 };
 
 /* What a kernel sees: the node, its output and input values. */

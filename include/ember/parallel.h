@@ -78,6 +78,10 @@
 
 #include <stdint.h>
 
+#include "ember/embedding.h"
+#include "ember/graph.h"
+#include "ember/optim.h"
+#include "ember/partition.h"
 #include "ember/status.h"
 #include "ember/tensor.h"
 #include "ember/types.h"
@@ -317,6 +321,333 @@ ember_comm *ember_mesh_comm(const ember_mesh *m, int axis);
 ember_status ember_mesh_coords(const ember_mesh *m, int rank, int *coords);
 /** Rank at coordinates. @return EMBER_OK, EMBER_ERR_INDEX, EMBER_ERR_INVALID_ARGUMENT. */
 ember_status ember_mesh_rank(const ember_mesh *m, const int *coords, int *rank);
+
+/* ======================================================================== */
+/* Data parallel (DESIGN.md section 8)                                      */
+/* ======================================================================== */
+/*
+ * Every rank holds the whole model (the same graph, built the same way) and trains it
+ * on its own slice of each global batch. After backward the parameter gradients are
+ * averaged over the ranks (all-reduce MEAN), so every rank takes the same optimizer
+ * step and the parameters stay identical, as if one process had trained on the
+ * global batch with a loss that is the mean of the ranks' local mean losses (the
+ * global mean when the local batches are equal).
+ *
+ *     ember_graph_build_backward(g, loss);
+ *     ember_ddp *ddp;
+ *     ember_ddp_create(g, world, NULL, &ddp);          // broadcasts rank 0's parameters
+ *     ember_optimizer *opt;
+ *     ember_ddp_optimizer_create(ddp, &cfg, &opt);     // = ember_graph_optimizer_create
+ *     for (...) {
+ *         ... write this rank's slice of the batch into the graph's inputs ...
+ *         ember_ddp_step(ddp, opt);                     // forward, backward + all-reduce, step
+ *     }
+ *     ember_optimizer_destroy(opt);
+ *     ember_ddp_destroy(ddp);                           // before the graph
+ *
+ * Buckets. Gradients are packed into flat buckets (one dtype each; the first bucket
+ * is capped at first_bucket_bytes, the others at bucket_bytes, torch DDP's 1 MiB and
+ * 25 MiB by default; a gradient larger than the cap gets a bucket of its own) in the
+ * order they become ready in backward, read from the executor's schedule: the entry
+ * that produces each parameter's gradient, which for a chain of layers is the reverse
+ * of the parameters' first use. One all-reduce per bucket.
+ *
+ * Overlap. ember_ddp_create installs the graph's executor hook; during
+ * ember_ddp_backward (and _run, _step), the hook sees each gradient node finish and,
+ * once the last gradient of a bucket is written, packs the bucket and starts its
+ * all-reduce (async) while backward goes on; between kernels it tests the requests in
+ * flight so MPI moves them forward. Everything is waited and unpacked before
+ * ember_ddp_backward returns, so the optimizer step always sees averaged gradients.
+ * A graph run outside these calls (ember_graph_run) is not synchronised. When the
+ * graph already has another hook (one per graph; e.g. the offload engine), or with
+ * config.overlap = -1, the buckets are all-reduced after backward instead (still
+ * bucketed and async, just not overlapped); ember_ddp_get_stats says which.
+ *
+ * Optimizer-state sharding (config.shard_optimizer, ZeRO stages 1-2): see
+ * ember_ddp_optimizer_create.
+ *
+ * Requirements and guarantees: all ranks build the same graph (same parameters,
+ * shapes, dtypes and order; checked at creation) and call the ember_ddp functions the
+ * same number of times in the same order. The parameters are bit-identical on every
+ * rank after each step when the all-reduce gives every rank the same bits (MPI does
+ * not promise it for every algorithm; Open MPI's and NCCL's do, and the tests check
+ * it) and the optimizer is deterministic (ember's are); with shard_optimizer always,
+ * since each element is updated by one rank and gathered. Against one process training on the
+ * global batch they agree up to reduction order (the batch's sum is split into
+ * per-rank partial sums). When a rank's backward fails, it still runs every bucket's
+ * all-reduce so the ranks stay in step, then returns the failure (the gradients are
+ * then meaningless). Embedding-bag nodes in the graph are not data-parallel (their
+ * sparse updates are applied locally in backward): use ember_sharded_ebc for them.
+ *
+ * Thread safety: as the graph and the communicator (one thread at a time).
+ */
+
+typedef struct ember_ddp ember_ddp;
+
+/** torch DDP's bucket_cap_mb (25 MiB) and first bucket (1 MiB). */
+#define EMBER_DDP_DEFAULT_BUCKET_BYTES ((size_t)25 << 20)
+#define EMBER_DDP_DEFAULT_FIRST_BUCKET_BYTES ((size_t)1 << 20)
+
+/** Zero fields take the defaults named here. */
+typedef struct ember_ddp_config {
+    size_t bucket_bytes;       /* 0: EMBER_DDP_DEFAULT_BUCKET_BYTES */
+    size_t first_bucket_bytes; /* 0: EMBER_DDP_DEFAULT_FIRST_BUCKET_BYTES (never above bucket_bytes) */
+    int overlap;               /* 0: overlap through the executor hook when it is free; -1: never */
+    int no_broadcast;          /* non-zero: keep each rank's initial parameters (default:
+                                  rank 0's are broadcast at creation, as torch DDP does) */
+    int shard_optimizer;       /* non-zero: shard optimizer state and averaged gradients
+                                  over the ranks (ZeRO stages 1-2; see below) */
+} ember_ddp_config;
+
+/**
+ * Data parallelism over g's parameters (after ember_graph_build_backward; g is planned
+ * here) and comm's ranks. Collective: checks that the ranks' parameter lists agree and
+ * broadcasts rank 0's parameters (unless cfg->no_broadcast). Neither g nor comm is
+ * owned: keep both alive, and destroy the ddp before the graph.
+ * A bucket_bytes smaller than a gradient is not an error: that gradient gets a bucket
+ * of its own.
+ * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULL); EMBER_ERR_STATE (backward not
+ *         built, a meta graph, a broken communicator); EMBER_ERR_SHAPE
+ *         (the ranks' parameter lists or buckets differ; on every rank);
+ *         EMBER_ERR_DEVICE (parameters not on the communicator's device);
+ *         EMBER_ERR_OUT_OF_MEMORY; the communicator's failures.
+ */
+ember_status ember_ddp_create(ember_graph *g, ember_comm *comm, const ember_ddp_config *cfg, ember_ddp **out);
+/** Removes the hook and frees the buckets. NULL is a no-op. */
+void ember_ddp_destroy(ember_ddp *d);
+
+/**
+ * The graph's backward (after ember_graph_forward), with each bucket all-reduced (MEAN)
+ * as soon as its gradients are complete; returns once every gradient is averaged.
+ * @return EMBER_OK; the graph's and the communicator's failures.
+ */
+ember_status ember_ddp_backward(ember_ddp *d);
+/** ember_graph_forward, then ember_ddp_backward. */
+ember_status ember_ddp_run(ember_ddp *d);
+/**
+ * ember_ddp_run, then ember_optimizer_step(opt) (opt NULL: no step); with
+ * shard_optimizer, then the all-gather of the updated parameters (opt must be the
+ * optimizer from ember_ddp_optimizer_create).
+ */
+ember_status ember_ddp_step(ember_ddp *d, ember_optimizer *opt);
+/**
+ * The optimizer to step with ember_ddp_step. Without shard_optimizer this is
+ * ember_graph_optimizer_create. With it (ZeRO stages 1-2): each bucket, padded to a
+ * multiple of the world size, is cut into one contiguous range per rank; backward
+ * reduce-scatters the buckets (instead of all-reducing them), so a rank holds the
+ * averaged gradients of its range only, and the optimizer is made over the parts of
+ * the parameters in that range (named "<param>[begin:end]"), so its state takes
+ * 1 / world of the memory. The element-wise update of a range is the update the whole
+ * tensor would get. The graph's own gradients are then left unaveraged, and a global
+ * norm over the optimizer's gradients (clip_grad_norm) would cover this rank's range
+ * only. Destroy the optimizer before the ddp. Local (no communication).
+ * @return EMBER_OK; EMBER_ERR_STATE (already made); ember_optimizer_create's failures.
+ */
+ember_status ember_ddp_optimizer_create(ember_ddp *d, const ember_optimizer_config *cfg, ember_optimizer **out);
+/**
+ * Average the gradients as they are now (after a backward run some other way), bucket
+ * by bucket, not overlapped. Collective.
+ */
+ember_status ember_ddp_sync_grads(ember_ddp *d);
+/** Copy rank root's parameters into every rank's (after loading a checkpoint on one rank). Collective. */
+ember_status ember_ddp_broadcast_params(ember_ddp *d, int root);
+
+typedef struct ember_ddp_stats {
+    int params;            /* parameters with a gradient */
+    int buckets;
+    int64_t bytes;         /* gradient bytes all-reduced per step */
+    int overlap;           /* 1: buckets start during backward (the hook is installed) */
+    int64_t steps;         /* backward passes synchronised so far */
+    int overlapped;        /* last step: buckets whose all-reduce started before backward ended */
+    double backward_s;     /* last step: seconds in the graph's backward */
+    double wait_s;         /* last step: seconds waiting for all-reduces after backward */
+    int sharded;           /* 1: shard_optimizer */
+    int64_t shard_numel;   /* sharded: parameter elements this rank's optimizer updates */
+} ember_ddp_stats;
+
+/** @return EMBER_OK, EMBER_ERR_INVALID_ARGUMENT. */
+ember_status ember_ddp_get_stats(const ember_ddp *d, ember_ddp_stats *out);
+
+typedef struct ember_ddp_bucket_info {
+    int first;        /* its parameters are [first, first + count) of ember_ddp_param_name */
+    int count;
+    int64_t numel;
+    size_t bytes;
+    ember_dtype dtype;
+} ember_ddp_bucket_info;
+
+/** Bucket i, in launch order. @return EMBER_OK, EMBER_ERR_INDEX, EMBER_ERR_INVALID_ARGUMENT. */
+ember_status ember_ddp_get_bucket(const ember_ddp *d, int i, ember_ddp_bucket_info *out);
+/** Name of parameter i in bucket order (the order gradients become ready); NULL if out of range. */
+const char *ember_ddp_param_name(const ember_ddp *d, int i);
+
+/* ======================================================================== */
+/* Sharded embedding-bag collections (DESIGN.md sections 4 and 8)            */
+/* ======================================================================== */
+/*
+ * The tables of an embedding-bag collection spread over the ranks of a communicator
+ * by a sharding plan (ember/partition.h): each rank holds its shard, an ember_ebc of
+ * the rows the plan gives it (its own rows, its own optimizer state), and takes a
+ * batch of its own samples. Forward looks the samples' ids up on their owners and
+ * returns pooled embeddings (B, output_dim) laid out exactly as one ember_ebc over the
+ * whole tables would; backward sends dL/d(pooled) back to the owners, which apply the
+ * fused sparse optimizer to their rows. No rank ever holds another rank's rows.
+ *
+ *     ember_plan *plan;                                  // the same plan on every rank
+ *     ember_plan_build(&(ember_plan_params){.kind = EMBER_PLAN_ROWWISE, .world = P, ...}, &plan);
+ *     ember_sharded_ebc *emb;
+ *     ember_sharded_ebc_create(world, &(ember_sharded_ebc_config){
+ *         .plan = plan, .num_tables = 2, .tables = tables,
+ *         .optim = {.type = EMBER_SPARSE_OPTIM_ADAGRAD}}, &emb);
+ *     ember_rng rng = {.seed = 1};
+ *     ember_sharded_ebc_init_uniform(emb, &rng, -0.01f, 0.01f);  // = ember_ebc_init_uniform
+ *     for (...) {
+ *         ember_sharded_ebc_forward(emb, &my_batch, pooled, NULL);   // (B_rank, output_dim)
+ *         ...                                                   // dpooled = dL_rank/d(pooled)
+ *         ember_sharded_ebc_backward(emb, dpooled, &(ember_ebc_call){.lr = 0.01f});
+ *     }
+ *     ember_sharded_ebc_destroy(emb);
+ *
+ * How ids and rows move (per forward, three collectives; backward, one):
+ *  1. Each rank splits every bag of its batch by owner: table-wise, the table's owner
+ *     gets the whole bag; row-wise and minimax, each owner gets the sub-bag of its ids
+ *     (ids remapped to the owner's local rows with ember_plan_locate_many); column-wise,
+ *     every slice holder gets the whole bag. Empty (sub-)bags are not sent. Rows that
+ *     a minimax plan replicates are served by the asking rank itself.
+ *  2. An all-to-all of one count per rank pair, then one all-to-all-v carries, per
+ *     destination and table, the sub-bags' lengths, local rows and weights.
+ *  3. Each owner concatenates what it received (source rank order, then the sources'
+ *     bag order) into one jagged batch over its shard and pools it with one
+ *     ember_ebc_forward: pooling happens before communication, so one partial row per
+ *     (bag, owner) travels back, not one row per id.
+ *  4. An all-to-all-v returns the pooled rows; the asker places them: table-wise, the
+ *     owner's row is the result (the same bits as one process); column-wise, each
+ *     slice fills its columns; row-wise, the partial sums are added in rank order.
+ *  Backward sends the rows of dL/d(pooled) for the same (bag, owner) pairs the other
+ *  way (one all-to-all-v); each owner runs ember_ebc_backward over the batch it pooled,
+ *  so a row's gradient is summed in global batch order (ranks in order), the order one
+ *  process would use over the concatenated batches. Gradients of replicated rows are
+ *  summed by an all-reduce and applied identically on every rank.
+ *  Mean pooling: table-wise and column-wise owners pool whole bags with the table's
+ *  own pooling; row-wise owners pool sums with per-id weights 1/n (n the whole bag's
+ *  length), so the parts add up to the mean and the row gradients carry 1/n exactly
+ *  as one process's do.
+ *
+ * Loss scaling (the convention): on rank r, grad_out is dL_r/d(out_r) for the rank's
+ * own loss L_r (typically the mean over its local batch). The optimizer follows the
+ * gradient of grad_scale * sum_r L_r, default grad_scale = 1 / world: the mean of the
+ * ranks' losses, which is the global batch's mean loss when the local batches are
+ * equal, the same objective ember_ddp's MEAN all-reduce gives the dense layers. With
+ * a power-of-two world, scaling by 1 / world is exact.
+ *
+ * Equality with one process (ember_ebc over the whole tables, the global batch being
+ * the ranks' batches concatenated in rank order, gradients scaled as above):
+ *   table-wise   forward outputs and trained rows: the same bits;
+ *   row-wise and minimax   the same dL/d(out) gives the same bits in every owned row;
+ *                forward outputs differ by the reordering of each bag's sum into
+ *                per-owner partial sums (a few ulp), and replicated rows by the
+ *                all-reduce's order;
+ *   column-wise  forward outputs: the same bits for the same rows; updates within an
+ *                ulp or so (a slice moves columns between the CPU kernel's vector body,
+ *                which fuses multiply-adds, and its scalar tail, which does not).
+ *
+ * Errors keep the ranks in step: a batch refused on one rank (bad id, shape) makes
+ * every rank's call fail (the others with EMBER_ERR_INVALID_ARGUMENT naming the rank)
+ * after the count exchange, before any row is touched. Tables live in host memory (MPI
+ * and self communicators); all ranks call forward and backward the same number of
+ * times, in the same order.
+ */
+
+typedef struct ember_sharded_ebc ember_sharded_ebc;
+
+typedef struct ember_sharded_ebc_config {
+    const ember_plan *plan;               /* world = the communicator's size; not owned, keep it
+                                             alive; its tables' rows and dims match `tables` */
+    int num_tables;                       /* = the plan's */
+    const ember_ebc_table_config *tables; /* the whole tables (rows, dim, format, pooling, name) */
+    ember_sparse_optim_config optim;      /* as ember_ebc_config */
+    ember_memory *mm;                     /* shard and buffers; NULL: ember_memory_default(); HOST tier */
+    size_t row_align;                     /* as ember_ebc_config */
+    double grad_scale;                    /* > 0, or 0: 1 / world (see "Loss scaling") */
+} ember_sharded_ebc_config;
+
+/**
+ * Create this rank's shard (zero weights, initial state) from the plan. Collective:
+ * checks that every rank passes the same plan and tables.
+ * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULLs, grad_scale, a world that is not
+ *         the communicator's size, bad table configs as ember_ebc_create); EMBER_ERR_SHAPE
+ *         (tables that do not match the plan, or ranks whose plans differ);
+ *         EMBER_ERR_OUT_OF_MEMORY; the communicator's failures.
+ */
+ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_config *cfg,
+                                      ember_sharded_ebc **out);
+/** Local. NULL is a no-op. */
+void ember_sharded_ebc_destroy(ember_sharded_ebc *s);
+
+int ember_sharded_ebc_num_tables(const ember_sharded_ebc *s);
+/** Sum of the tables' dims: the output's width, as one ember_ebc over the whole tables. */
+int64_t ember_sharded_ebc_output_dim(const ember_sharded_ebc *s);
+/** This rank's shard (owned by s), or NULL when the plan gives it no rows. */
+ember_ebc *ember_sharded_ebc_local(const ember_sharded_ebc *s);
+/** Index of table t in the shard, or -1 when this rank holds none of it. */
+int ember_sharded_ebc_local_table(const ember_sharded_ebc *s, int table);
+
+/**
+ * Rows [first, first + count) of a whole table from a host f32 array (count, dim) that
+ * every rank passes: each keeps the rows (and columns) it holds. Local. State is left alone.
+ * @return EMBER_OK, EMBER_ERR_INVALID_ARGUMENT, EMBER_ERR_INDEX (table or rows).
+ */
+ember_status ember_sharded_ebc_write_rows(ember_sharded_ebc *s, int table, int64_t first, int64_t count,
+                                          const float *src);
+/**
+ * Rows [first, first + count) of a whole table into every rank's dst (count, dim), each
+ * value from the rank that holds it (a zero-filled all-reduce: a weight of -0 reads +0).
+ * Collective. @return as write_rows, plus the communicator's failures.
+ */
+ember_status ember_sharded_ebc_read_rows(ember_sharded_ebc *s, int table, int64_t first, int64_t count,
+                                         float *dst);
+/**
+ * The weights ember_ebc_init_uniform(rng, lo, hi) gives one collection over the whole
+ * tables (same Philox words), each rank writing its rows; advances rng->offset by the
+ * whole tables' element count. Local. State is left alone.
+ */
+ember_status ember_sharded_ebc_init_uniform(ember_sharded_ebc *s, ember_rng *rng, float lo, float hi);
+
+/**
+ * out (B, output_dim) f32 on the host (rows may be strided, each contiguous) = the
+ * pooled embeddings of this rank's batch (B samples, one feature per table, global
+ * ids). Collective; B may differ between ranks. The exchange is kept for the next
+ * backward. call: NULL or {.trusted} only.
+ * @return EMBER_OK; EMBER_ERR_INDEX (an id outside its table, naming table, sample and
+ *         position); EMBER_ERR_SHAPE; EMBER_ERR_DTYPE; EMBER_ERR_DEVICE;
+ *         EMBER_ERR_INVALID_ARGUMENT (weights with mean pooling, another rank's batch
+ *         refused); EMBER_ERR_OUT_OF_MEMORY; the communicator's failures.
+ */
+ember_status ember_sharded_ebc_forward(ember_sharded_ebc *s, const ember_jagged *batch, ember_tensor *out,
+                                       const ember_ebc_call *call);
+/**
+ * Apply the fused optimizer for grad_out = dL_r/d(out) (B, output_dim) of the last
+ * forward (see "Loss scaling"). call is required: lr, and step (0: the collection counts
+ * its backward calls); rows must be NULL. Collective.
+ * @return EMBER_OK; EMBER_ERR_STATE (no forward since the last backward); EMBER_ERR_SHAPE;
+ *         EMBER_ERR_DTYPE; EMBER_ERR_DEVICE; EMBER_ERR_UNSUPPORTED (call->rows);
+ *         EMBER_ERR_INVALID_ARGUMENT (lr, another rank's failure); the communicator's failures.
+ */
+ember_status ember_sharded_ebc_backward(ember_sharded_ebc *s, const ember_tensor *grad_out,
+                                        const ember_ebc_call *call);
+
+typedef struct ember_sharded_ebc_stats {
+    int local_tables;         /* tables of this rank's shard */
+    int64_t local_rows;       /* rows of the shard, all tables */
+    /* last forward + backward, this rank, other ranks only (its own share is not sent) */
+    int64_t bags_sent, bags_received;   /* (sub-)bags asked of others / served for others */
+    int64_t ids_sent, ids_received;
+    int64_t bytes_sent, bytes_received; /* ids, pooled rows and their gradients */
+    int64_t replicated_floats;          /* gradient floats of replicated rows all-reduced per step */
+} ember_sharded_ebc_stats;
+
+/** @return EMBER_OK, EMBER_ERR_INVALID_ARGUMENT. */
+ember_status ember_sharded_ebc_get_stats(const ember_sharded_ebc *s, ember_sharded_ebc_stats *out);
 
 #ifdef __cplusplus
 }
