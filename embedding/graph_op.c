@@ -3,7 +3,9 @@
  * backward "gradient" is a side effect, the fused sparse update of ember_ebc_backward,
  * so its node is kept as a root of the plan (it has no reader) and produces only a
  * scalar placeholder. The batch, learning rate and cache rows come from a binding the
- * training loop updates every step, so one graph serves every batch.
+ * training loop updates every step, so one graph serves every batch. A backend
+ * (ember_ebc_backend) stands in for the collection the same way: the node keeps the
+ * backend in opaque[0] and marks it with ip[2] = 1.
  */
 #include <string.h>
 
@@ -18,7 +20,14 @@ ember_status ember_embedding_bag(ember_graph *g, const ember_embedding_bag_param
     EMBER_CHECK_NULL(out, fn);
     *out = NULL;
     int64_t dim = p->output_dim;
-    if (p->ebc) {
+    if (p->backend) {
+        EMBER_CHECK_NULL(p->bind, fn);
+        if (p->ebc)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: both a collection and a backend given", fn);
+        if (!p->backend->forward || !p->backend->backward)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: the backend needs forward and backward", fn);
+        dim = p->backend->output_dim;
+    } else if (p->ebc) {
         EMBER_CHECK_NULL(p->bind, fn);
         dim = ember_ebc_output_dim(p->ebc);
         char a[32], b[32];
@@ -39,8 +48,9 @@ ember_status ember_embedding_bag(ember_graph *g, const ember_embedding_bag_param
                             (long long)dim);
     ember_node *n;
     EMBER_TRY(ember__node_new(g, EMBER__OP_EMBEDDING_BAG, NULL, 0, (int64_t[]){p->batch, dim}, 2, NULL, 0, &n));
-    n->opaque[0] = p->ebc;
+    n->opaque[0] = p->backend ? (void *)p->backend : (void *)p->ebc;
     n->opaque[1] = p->bind;
+    n->ip[2] = p->backend != NULL;
     n->flags |= EMBER__NODE_REQUIRES_GRAD; /* the tables are trained */
     *out = n;
     return EMBER_OK;
@@ -73,6 +83,7 @@ ember_status ember__ebc_backward(ember_graph *g, ember_node *n, ember_node *gout
     EMBER_TRY(ember__node_new(g, EMBER__OP_EMBEDDING_BAG_UPDATE, &gout, 1, NULL, 0, NULL, 0, &u));
     u->opaque[0] = n->opaque[0];
     u->opaque[1] = n->opaque[1];
+    u->ip[2] = n->ip[2];
     u->flags |= EMBER__NODE_OUTPUT; /* a root: nothing reads it, but it must run */
     return EMBER_OK;
 }
@@ -86,6 +97,10 @@ ember_status ember__ebc_forward_kernel(const ember__exec *x) {
     if (b->batch->batch != x->n->shape[0])
         return ember__error(EMBER_ERR_SHAPE, "embedding_bag node %d: the bound batch has %lld samples, the graph %lld",
                             x->n->id, (long long)b->batch->batch, (long long)x->n->shape[0]);
+    if (x->n->ip[2]) {
+        const ember_ebc_backend *be = x->n->opaque[0];
+        return be->forward(be->ctx, b->batch, x->out, &b->call);
+    }
     return ember_ebc_forward(ebc, b->batch, x->out, &b->call);
 }
 
@@ -94,6 +109,11 @@ ember_status ember__ebc_update_kernel(const ember__exec *x) {
     ember_ebc_binding *b = x->n->opaque[1];
     if (!b->batch)
         return ember__error(EMBER_ERR_STATE, "embedding_bag_update node %d: no batch bound", x->n->id);
-    EMBER_TRY(ember_ebc_backward(ebc, b->batch, x->src[0], &b->call));
+    if (x->n->ip[2]) {
+        const ember_ebc_backend *be = x->n->opaque[0];
+        EMBER_TRY(be->backward(be->ctx, b->batch, x->src[0], &b->call));
+    } else {
+        EMBER_TRY(ember_ebc_backward(ebc, b->batch, x->src[0], &b->call));
+    }
     return ember_tensor_fill(x->out, 0.0);
 }

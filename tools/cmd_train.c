@@ -119,7 +119,9 @@ int ember_cmd_train(int argc, char **argv) {
     }
     ember_trainer *t = NULL;
     ember_status st = ember_trainer_create(&cfg, quiet ? NULL : log_msg, NULL, &t);
-    int tty = !quiet && isatty(STDERR_FILENO);
+    /* under mpirun every rank trains; rank 0 alone shows progress and the report */
+    int rank = ember_trainer_rank(t);
+    int tty = !quiet && isatty(STDERR_FILENO) && rank == 0;
     if (st == EMBER_OK) {
         signal(SIGINT, on_sigint);
         st = ember_trainer_run(t, progress, &tty);
@@ -130,7 +132,12 @@ int ember_cmd_train(int argc, char **argv) {
         ember_status err = st;
         if (st == EMBER_ERR_CANCELLED) fprintf(stderr, "ember train: %s\n", ember_last_error());
         ember_train_report r;
-        if (ember_trainer_report(t, &r) == EMBER_OK) ember_train_report_print(&r, &cfg, stdout);
+        if (ember_trainer_report(t, &r) == EMBER_OK && rank == 0) {
+            ember_train_report_print(&r, &cfg, stdout);
+            if (ember_trainer_world(t) > 1)
+                printf("  ranks        %d (tables sharded %s, dense layers data parallel)\n", ember_trainer_world(t),
+                       cfg.plan == EMBER_PLAN_ROWWISE ? "row-wise" : "table-wise");
+        }
         st = err;
     } else {
         fprintf(stderr, "ember train: %s\n", ember_last_error());
@@ -185,21 +192,22 @@ static int from_checkpoint(int argc, char **argv, int predict) {
     ember_trainer *t = NULL;
     ember_status st = ember_trainer_create(&cfg, log_msg, NULL, &t);
     FILE *f = NULL;
+    int rank = ember_trainer_rank(t); /* under mpirun: rank 0 writes */
     if (st == EMBER_OK && predict) {
-        f = out ? fopen(out, "w") : stdout;
+        f = rank != 0 ? fopen("/dev/null", "w") : out ? fopen(out, "w") : stdout;
         int64_t rows = 0;
         if (!f) {
             fprintf(stderr, "ember predict: cannot write %s\n", out);
             st = EMBER_ERR_IO;
         } else {
             st = ember_trainer_predict(t, data, f, &rows);
-            if (st == EMBER_OK) fprintf(stderr, "ember predict: %lld rows scored\n", (long long)rows);
+            if (st == EMBER_OK && rank == 0) fprintf(stderr, "ember predict: %lld rows scored\n", (long long)rows);
         }
         if (f && f != stdout && fclose(f) != 0 && st == EMBER_OK) st = EMBER_ERR_IO;
     } else if (st == EMBER_OK) {
         ember_metrics m;
         st = ember_trainer_evaluate(t, data, &m);
-        if (st == EMBER_OK)
+        if (st == EMBER_OK && rank == 0)
             printf("ember eval: %lld rows: AUC %.4f, logloss %.4f, accuracy %.4f, positive rate %.4f\n",
                    (long long)m.samples, m.auc, m.logloss, m.accuracy, m.positive_rate);
     }

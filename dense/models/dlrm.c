@@ -5,6 +5,11 @@
  * Both interactions start from [z | e_1 .. e_T] (B, d_z + sum d_t), which concat writes
  * with the vectors side by side: the dot interactions read it as (B, T + 1, d) through
  * a reshape without a copy of its own, the cross layers take it as x0 as it is.
+ *
+ * On N ranks the node's collection is an ember_sharded_ebc behind an ember_ebc_backend
+ * and the dense half runs under ember_ddp. The sharded collection gets a communicator
+ * of its own (a split of the model's): its blocking all-to-alls in backward then never
+ * interleave with the ddp buckets' all-reduces in flight on the model's communicator.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -29,6 +34,14 @@ struct ember_dlrm {
     ember_ebc_binding bind;
     ember_node *dense, *labels, *logits, *loss;
     int64_t step;
+    /* N ranks (world > 1) */
+    int rank, world;
+    ember_comm *ecomm;           /* the embeddings' communicator (owned) */
+    ember_plan *plan;
+    ember_sharded_ebc *sh;
+    ember_ebc_backend be;
+    ember_ddp *ddp;
+    int *sf;                     /* (num_tables,) optimizer state floats per row */
 };
 
 static int count_layers(const int64_t *l) {
@@ -114,7 +127,10 @@ static ember_status build(ember_dlrm *m) {
                                             .last_act = EMBER_ACT_RELU, .name = "bottom", .rng = &rng},
                         &z));
     EMBER_TRY(init_tables(m, &rng));
-    EMBER_TRY(ember_embedding_bag(g, &(ember_embedding_bag_params){.ebc = m->ebc, .batch = B, .bind = &m->bind}, &e));
+    EMBER_TRY(ember_embedding_bag(g,
+                                  &(ember_embedding_bag_params){.ebc = m->sh ? NULL : m->ebc, .batch = B,
+                                                                .bind = &m->bind, .backend = m->sh ? &m->be : NULL},
+                                  &e));
     EMBER_TRY(ember_op_concat(g, (ember_node *[]){z, e}, 2, 1, &cat)); /* (B, d_z + sum d_t) */
     if (c->interaction == EMBER_DLRM_DCN) {
         EMBER_TRY(build_dcn(m, cat, &rng, &top_in)); /* (B, d_z + sum d_t) */
@@ -143,7 +159,52 @@ static ember_status build(ember_dlrm *m) {
         oc = ember_optimizer_defaults(kind);
         oc.lr = c->sparse_lr;
     }
+    if (m->sh) {
+        /* every rank drew the same parameters from the same seed: no broadcast needed */
+        EMBER_TRY(ember_ddp_create(g, c->comm, &(ember_ddp_config){.no_broadcast = 1}, &m->ddp));
+        return ember_ddp_optimizer_create(m->ddp, &oc, &m->opt);
+    }
     return ember_graph_optimizer_create(g, &oc, &m->opt);
+}
+
+/* ---- the sharded collection behind the embedding-bag node ---- */
+
+static ember_status sh_forward(void *ctx, const ember_jagged *batch, ember_tensor *out, const ember_ebc_call *call) {
+    (void)call; /* lr and step are for backward; trusted ids are not claimed here */
+    return ember_sharded_ebc_forward(ctx, batch, out, NULL);
+}
+
+static ember_status sh_backward(void *ctx, const ember_jagged *batch, const ember_tensor *grad_out,
+                                const ember_ebc_call *call) {
+    (void)batch; /* the collection kept the exchange of its forward */
+    return ember_sharded_ebc_backward(ctx, grad_out, &(ember_ebc_call){.lr = call->lr, .step = call->step});
+}
+
+static ember_status create_sharded(ember_dlrm *m, const ember_ebc_table_config *tabs, const char *fn) {
+    const ember_dlrm_config *c = &m->cfg;
+    if (c->plan != EMBER_PLAN_TABLEWISE && c->plan != EMBER_PLAN_ROWWISE)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: plan %s: DLRM on %d ranks takes tablewise or rowwise",
+                            fn, ember_plan_kind_name(c->plan), m->world);
+    ember_plan_table *pt = calloc((size_t)c->num_tables, sizeof *pt);
+    if (!pt) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: plan", fn);
+    for (int t = 0; t < c->num_tables; t++) pt[t] = (ember_plan_table){.rows = c->table_rows[t], .dim = m->dims[t]};
+    ember_status st = ember_plan_build(&(ember_plan_params){.kind = c->plan, .world = m->world,
+                                                            .num_tables = c->num_tables, .tables = pt,
+                                                            .replicate = EMBER_PLAN_REPLICATE_NEVER,
+                                                            .budget = EMBER_PLAN_BUDGET_REPORT},
+                                       &m->plan);
+    free(pt);
+    EMBER_TRY(st);
+    EMBER_TRY(ember_comm_split(c->comm, 0, m->rank, &m->ecomm));
+    EMBER_TRY(ember_sharded_ebc_create(m->ecomm, &(ember_sharded_ebc_config){.plan = m->plan,
+                                                                            .num_tables = c->num_tables,
+                                                                            .tables = tabs, .optim = c->sparse_optim,
+                                                                            .mm = c->mm},
+                                       &m->sh));
+    m->ebc = ember_sharded_ebc_local(m->sh);
+    m->be = (ember_ebc_backend){.ctx = m->sh, .forward = sh_forward, .backward = sh_backward,
+                                .output_dim = ember_sharded_ebc_output_dim(m->sh)};
+    return EMBER_OK;
 }
 
 /* The layer sizes and dims against the interaction (after the defaults are filled in). */
@@ -233,7 +294,21 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
         tabs[t] = (ember_ebc_table_config){.rows = c.table_rows[t], .dim = m->dims[t], .format = c.row_format};
     ember_ebc_config ec = {.num_tables = c.num_tables, .tables = tabs, .optim = c.sparse_optim, .mm = c.mm,
                            .tier = c.tier};
-    if (st == EMBER_OK && c.cache) {
+    m->sf = st == EMBER_OK ? calloc((size_t)c.num_tables, sizeof *m->sf) : NULL;
+    if (st == EMBER_OK && !m->sf) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: tables", fn);
+    for (int t = 0; st == EMBER_OK && t < c.num_tables; t++) {
+        ember_ebc_table_info ti;
+        st = ember_ebc_record_layout(&tabs[t], &c.sparse_optim, 0, &ti);
+        m->sf[t] = ti.state_floats;
+    }
+    m->rank = ember_comm_rank(c.comm);
+    m->world = ember_comm_size(c.comm);
+    if (st == EMBER_OK && m->world > 1 && c.cache)
+        st = ember__error(EMBER_ERR_UNSUPPORTED, "%s: a cache in front of tables sharded over %d ranks is not "
+                                                 "supported yet (tables must be resident)", fn, m->world);
+    if (st == EMBER_OK && m->world > 1) {
+        st = create_sharded(m, tabs, fn);
+    } else if (st == EMBER_OK && c.cache) {
         ember_cache_config cc = *c.cache;
         cc.collection = ec;
         st = ember_cache_create(&cc, &m->cache);
@@ -255,9 +330,14 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
 void ember_dlrm_destroy(ember_dlrm *m) {
     if (!m) return;
     ember_optimizer_destroy(m->opt);
+    ember_ddp_destroy(m->ddp);
     ember_graph_destroy(m->g);
     if (m->cache) ember_cache_destroy(m->cache);
+    else if (m->sh) ember_sharded_ebc_destroy(m->sh); /* owns the local shard m->ebc */
     else ember_ebc_destroy(m->ebc);
+    ember_comm_destroy(m->ecomm);
+    ember_plan_destroy(m->plan);
+    free(m->sf);
     free(m->rows);
     free(m->dims);
     free(m);
@@ -319,6 +399,13 @@ ember_status ember_dlrm_train_step(ember_dlrm *m, const float *dense, const embe
     m->bind.call.lr = m->cfg.sparse_lr;
     m->bind.call.step = ++m->step;
     ember_graph_set_training(m->g, 1);
+    if (m->ddp) {
+        /* forward, backward with the buckets all-reduced as they fill, the dense step */
+        EMBER_TRY(ember_ddp_step(m->ddp, m->opt));
+        if (!loss) return EMBER_OK;
+        EMBER_TRY(read_scalar(m->loss, loss));
+        return ember_comm_all_reduce(m->cfg.comm, loss, loss, 1, EMBER_DTYPE_F32, EMBER_REDUCE_MEAN, NULL);
+    }
     ember_status st = ember_graph_run(m->g);
     if (cb) {
         /* the rows may have been updated even when a later node failed: keep them dirty */
@@ -381,6 +468,9 @@ ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_j
 
 ember_graph *ember_dlrm_graph(ember_dlrm *m) { return m ? m->g : NULL; }
 ember_ebc *ember_dlrm_tables(ember_dlrm *m) { return m ? m->ebc : NULL; }
+ember_sharded_ebc *ember_dlrm_sharded_tables(ember_dlrm *m) { return m ? m->sh : NULL; }
+int ember_dlrm_rank(const ember_dlrm *m) { return m ? m->rank : 0; }
+int ember_dlrm_world(const ember_dlrm *m) { return m && m->world > 1 ? m->world : 1; }
 ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m) { return m ? m->opt : NULL; }
 ember_cache *ember_dlrm_cache(ember_dlrm *m) { return m ? m->cache : NULL; }
 int64_t ember_dlrm_step(const ember_dlrm *m) { return m ? m->step : 0; }
@@ -400,9 +490,56 @@ static ember_status table_check(const ember_dlrm *m, int t, const char *fn) {
     return EMBER_OK;
 }
 
+/*
+ * Optimizer state of sharded rows: each rank handles the rows it holds, found with the
+ * plan, in runs of consecutive local rows. read: the holders' values, zeros elsewhere,
+ * summed over the ranks (one all-reduce); write: local.
+ */
+static ember_status sharded_state(ember_dlrm *m, int t, int64_t first, int64_t count, float *state, int write) {
+    static const char fn[] = "ember_dlrm_read_table";
+    int64_t sf = m->sf[t];
+    if (first < 0 || count < 0 || first + count > m->cfg.table_rows[t])
+        return ember__error(EMBER_ERR_INDEX, "%s: rows [%lld, %lld) of table %d (%lld rows)", fn, (long long)first,
+                            (long long)(first + count), t, (long long)m->cfg.table_rows[t]);
+    int *ranks = malloc((size_t)(count ? count : 1) * sizeof *ranks);
+    int64_t *local = malloc((size_t)(count ? count : 1) * sizeof *local);
+    ember_status st = ranks && local ? EMBER_OK : ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %lld rows", fn, (long long)count);
+    if (st == EMBER_OK && !write) memset(state, 0, (size_t)(count * sf) * sizeof *state);
+    int64_t *ids = st == EMBER_OK ? malloc((size_t)(count ? count : 1) * sizeof *ids) : NULL;
+    if (st == EMBER_OK && !ids) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
+    for (int64_t i = 0; st == EMBER_OK && i < count; i++) ids[i] = first + i;
+    if (st == EMBER_OK && count) st = ember_plan_locate_many(m->plan, t, ids, count, ranks, local);
+    free(ids);
+    ember_ebc *e = ember_sharded_ebc_local(m->sh);
+    int lt = ember_sharded_ebc_local_table(m->sh, t);
+    for (int64_t i = 0; st == EMBER_OK && i < count;) {
+        int mine = ranks[i] == m->rank || (ranks[i] == EMBER_PLAN_EVERY_RANK && (write || m->rank == 0));
+        int64_t j = i + 1;
+        while (j < count && ranks[j] == ranks[i] && local[j] == local[j - 1] + 1) j++;
+        if (mine && e && lt >= 0)
+            st = write ? ember_ebc_write_state(e, lt, local[i], j - i, state + i * sf)
+                       : ember_ebc_read_state(e, lt, local[i], j - i, state + i * sf);
+        i = j;
+    }
+    free(ranks);
+    free(local);
+    /* every rank reaches the all-reduce, whatever happened locally, so none hangs */
+    if (!write) {
+        ember_status rs = ember_comm_all_reduce(m->ecomm, state, state, count * sf, EMBER_DTYPE_F32, EMBER_REDUCE_SUM,
+                                                NULL);
+        if (st == EMBER_OK) st = rs;
+    }
+    return st;
+}
+
 ember_status ember_dlrm_read_table(ember_dlrm *m, int t, int64_t first, int64_t count, float *weights,
                                    float *state) {
     EMBER_TRY(table_check(m, t, "ember_dlrm_read_table"));
+    if (m->sh) {
+        if (weights) EMBER_TRY(ember_sharded_ebc_read_rows(m->sh, t, first, count, weights));
+        if (state && m->sf[t]) EMBER_TRY(sharded_state(m, t, first, count, state, 0));
+        return EMBER_OK;
+    }
     if (m->cache) {
         if (weights) EMBER_TRY(ember_cache_read_rows(m->cache, t, first, count, weights));
         if (state && ember_dlrm_state_floats(m, t)) EMBER_TRY(ember_cache_read_state(m->cache, t, first, count, state));
@@ -416,6 +553,11 @@ ember_status ember_dlrm_read_table(ember_dlrm *m, int t, int64_t first, int64_t 
 ember_status ember_dlrm_write_table(ember_dlrm *m, int t, int64_t first, int64_t count, const float *weights,
                                     const float *state) {
     EMBER_TRY(table_check(m, t, "ember_dlrm_write_table"));
+    if (m->sh) {
+        if (weights) EMBER_TRY(ember_sharded_ebc_write_rows(m->sh, t, first, count, weights));
+        if (state && m->sf[t]) EMBER_TRY(sharded_state(m, t, first, count, (float *)state, 1));
+        return EMBER_OK;
+    }
     if (m->cache) {
         if (weights) EMBER_TRY(ember_cache_write_rows(m->cache, t, first, count, weights));
         if (state && ember_dlrm_state_floats(m, t))
@@ -428,9 +570,8 @@ ember_status ember_dlrm_write_table(ember_dlrm *m, int t, int64_t first, int64_t
 }
 
 int64_t ember_dlrm_state_floats(const ember_dlrm *m, int t) {
-    ember_ebc_table_info ti;
     if (!m || t < 0 || t >= m->cfg.num_tables) return 0;
-    return ember_ebc_get_table_info(m->ebc, t, &ti) == EMBER_OK ? ti.state_floats : 0;
+    return m->sf[t];
 }
 
 int64_t ember_dlrm_table_rows(const ember_dlrm *m, int t) {

@@ -29,6 +29,7 @@ static const char *const OPTIMS[] = {"sgd", "adagrad", "adam", "adamw"};
 static const char *const SPARSE[] = {"auto", "sgd", "adagrad", "rowwise_adagrad", "adam", "adamw"};
 static const char *const INTER[] = {"dot", "dot-self", "dcn"};
 static const char *const POLICY[] = {"lfu", "lru", "static"};
+static const char *const PLANS[] = {"tablewise", "rowwise"}; /* = EMBER_PLAN_TABLEWISE, _ROWWISE */
 
 #define F(field) offsetof(ember_train_config, field)
 #define BIG 9.2e18
@@ -58,6 +59,8 @@ static const key KEYS[] = {
     {"sparse-optimizer", K_ENUM, F(sparse_optimizer), SPARSE, 6, 0, 0,
      "embedding optimizer: auto (as optimizer) | sgd | adagrad | rowwise_adagrad | adam | adamw"},
     {"threads", K_INT, F(threads), 0, 0, 0, 4096, "CPU threads (0: all cores or $OMP_NUM_THREADS)"},
+    {"plan", K_ENUM, F(plan), PLANS, 2, 0, 0,
+     "under mpirun: how the tables are sharded over the ranks, tablewise | rowwise (one process: ignored)"},
     {"cache-ratio", K_F64, F(cache_ratio), 0, 0, 0, 1, "embedding cache: slots per table / rows (0: tables resident)"},
     {"cache-policy", K_ENUM, F(cache_policy), POLICY, 3, 0, 0, "lfu | lru | static"},
     {"lookahead", K_INT, F(lookahead), 0, 0, 0, 16, "batches the cache prepares ahead of the step"},
@@ -71,6 +74,7 @@ static const key KEYS[] = {
     {"metrics-every", K_I64, F(metrics_every), 0, 0, 1, BIG, "steps between metrics lines"},
     {"eval-every", K_I64, F(eval_every), 0, 0, 0, BIG, "steps between evaluations (0: only at the end)"},
     {"profile", K_STR, F(profile), 0, 0, 0, 0, "Chrome trace of the run (opens in Perfetto) to PATH, a summary table to PATH.txt (empty: none)"},
+    {"device-mem", K_I64, F(device_mem), 0, 0, 0, BIG, "device memory budget in bytes for cache slots, dense layers and activations together (0: unlimited)"},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof *KEYS))
 

@@ -24,6 +24,15 @@
  * the store's durable commit at S. With LMDB, resume takes the directory of the
  * store's committed step (its MANIFEST was written before the commit; directories are
  * removed only after the next commit), so the dense and sparse halves always match.
+ *
+ * N ranks (mpirun). The communicator comes from ember_comm_create_default; the model
+ * shards its tables and runs its dense half data parallel (ember/dlrm.h), and the loader
+ * gives this rank its batch / N rows of each global batch, so every rank trains the same
+ * number of steps. Everything that talks to the model is then collective and runs on
+ * every rank in the same order: steps, evaluation batches (a rank whose slice of the
+ * last held-out batch is empty still runs it, on a dummy row), table reads of a
+ * checkpoint. Files are rank 0's: metrics, predictions, checkpoints (followed by a
+ * barrier, so no rank runs ahead of a checkpoint that is not on disk yet).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -82,6 +91,10 @@ struct ember_trainer {
     double run_loss, run_seconds;
     int evaluated;
     ember_metrics last_eval;
+    ember_memory *mm; /* device-mem: the manager whose device tier holds the budget (NULL: default) */
+    ember_comm *comm; /* the ranks (self without mpirun) */
+    int rank, world;
+    int64_t lb;       /* this rank's rows per batch: batch / world */
 };
 
 static double now_s(void) {
@@ -92,7 +105,7 @@ static double now_s(void) {
 
 static void say(ember_trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(ember_trainer *t, const char *fmt, ...) {
-    if (!t->log) return;
+    if (!t->log || t->rank != 0) return; /* N ranks: rank 0 speaks for all */
     char buf[2048];
     va_list ap;
     va_start(ap, fmt);
@@ -204,7 +217,7 @@ static void ring_free(ember_trainer *t) {
 }
 
 static ember_status ring_alloc(ember_trainer *t) {
-    int64_t B = t->cfg.batch;
+    int64_t B = t->lb;
     t->nring = t->cfg.lookahead + 1;
     t->ring = calloc((size_t)t->nring, sizeof *t->ring);
     if (!t->ring) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "trainer: batch ring");
@@ -223,9 +236,20 @@ static ember_status ring_alloc(ember_trainer *t) {
     return EMBER_OK;
 }
 
-/* Copy a loader batch of B rows into s (padding a short one with its last row). */
+/* Copy a loader batch of B rows into s (padding a short one with its last row; an empty
+   one, a rank's share of a short last held-out batch, becomes B zero rows without ids). */
 static ember_status ring_fill(ember_trainer *t, slotbuf *s, const ember_batch *b) {
-    int64_t B = t->cfg.batch, n = b->size;
+    int64_t B = t->lb, n = b->size;
+    if (n == 0) {
+        memset(s->dense, 0, (size_t)B * ND * sizeof *s->dense);
+        memset(s->labels, 0, (size_t)B * sizeof *s->labels);
+        for (int k = 0; k < NT; k++) {
+            memset(s->offsets[k], 0, (size_t)(B + 1) * sizeof(int64_t));
+            s->f[k] = (ember_jagged_feature){.values = s->values[k], .offsets = s->offsets[k], .length = 0};
+        }
+        s->j = (ember_jagged){.batch = B, .num_features = NT, .features = s->f};
+        return EMBER_OK;
+    }
     memcpy(s->dense, b->dense, (size_t)n * ND * sizeof *s->dense);
     memcpy(s->labels, b->labels, (size_t)n * sizeof *s->labels);
     for (int64_t i = n; i < B; i++) {
@@ -257,9 +281,9 @@ static ember_status ring_fill(ember_trainer *t, slotbuf *s, const ember_batch *b
 
 static ember_status open_loader(ember_trainer *t, int eval, char *const *paths, int npaths, ember_loader **out) {
     const ember_train_config *c = &t->cfg;
-    ember_loader_params p = {.paths = (const char *const *)paths, .num_paths = npaths, .batch_size = c->batch,
+    ember_loader_params p = {.paths = (const char *const *)paths, .num_paths = npaths, .batch_size = t->lb,
                              .drop_last = !eval, .shuffle_buffer = eval ? 0 : c->shuffle, .seed = c->seed,
-                             .table_rows = t->rows, .workers = 1};
+                             .table_rows = t->rows, .workers = 1, .rank = t->rank, .world = t->world};
     const char *synth[1] = {t->synth_prefix};
     if (!paths) { /* the synthetic set: training rows, then the held-out ones */
         p.paths = synth;
@@ -327,9 +351,10 @@ static ember_status prepare_data(ember_trainer *t) {
 static ember_status build_model(ember_trainer *t) {
     const ember_train_config *c = &t->cfg;
     ember_dlrm_config mc = {.num_dense = ND, .num_tables = NT, .table_rows = t->rows, .emb_dim = c->emb_dim,
-                            .batch = c->batch, .seed = c->seed, .interaction = c->interaction,
+                            .batch = t->lb, .seed = c->seed, .interaction = c->interaction,
                             .dcn_layers = c->interaction == EMBER_DLRM_DCN ? c->dcn_layers : 0,
-                            .dcn_rank = c->interaction == EMBER_DLRM_DCN ? c->dcn_rank : 0};
+                            .dcn_rank = c->interaction == EMBER_DLRM_DCN ? c->dcn_rank : 0,
+                            .comm = t->comm, .plan = c->plan};
     memcpy(mc.bottom, c->bottom, sizeof mc.bottom);
     memcpy(mc.top, c->top, sizeof mc.top);
     mc.sparse_lr = c->sparse_lr > 0 ? c->sparse_lr : c->lr;
@@ -351,6 +376,14 @@ static ember_status build_model(ember_trainer *t) {
         mc.keep_tables = c->resume; /* the store holds the checkpoint's rows */
     }
     if (c->cache_ratio > 0) mc.cache = &cc;
+    if (c->device_mem > 0) {
+        /* one device budget for the cache's slots, the dense layers and the activations */
+        EMBER_TRY(ember_memory_create(&(ember_memory_config){.device = EMBER_CPU,
+                                                             .budget = {[EMBER_TIER_DEVICE] = (size_t)c->device_mem}},
+                                      &t->mm));
+        mc.mm = cc.mm = t->mm;
+        mc.tier = EMBER_TIER_DEVICE;
+    }
     EMBER_TRY(ember_dlrm_create(&mc, &t->m));
     if (c->warmup[0]) EMBER_TRY(ember_cache_warmup_file(ember_dlrm_cache(t->m), c->warmup));
     return EMBER_OK;
@@ -393,9 +426,10 @@ static ember_status table_file(ember_trainer *t, const char *dir, int k, int sav
     if (st == EMBER_OK) st = ember_tensor_wrap(w, EMBER_DTYPE_F32, 2, (int64_t[]){rows, d}, NULL, EMBER_CPU, &tw);
     if (st == EMBER_OK && sf) st = ember_tensor_wrap(s, EMBER_DTYPE_F32, 2, (int64_t[]){rows, sf}, NULL, EMBER_CPU, &ts);
     if (save) {
+        /* collective on N ranks: every rank reads, rank 0 writes */
         if (st == EMBER_OK) st = ember_dlrm_read_table(t->m, k, 0, rows, w, sf ? s : NULL);
         ember_named_tensor nt[2] = {{"weight", tw}, {"state", ts}};
-        if (st == EMBER_OK) st = ember_safetensors_write(path, nt, sf ? 2 : 1, NULL, 0);
+        if (st == EMBER_OK && t->rank == 0) st = ember_safetensors_write(path, nt, sf ? 2 : 1, NULL, 0);
     } else {
         ember_safetensors *f = NULL;
         if (st == EMBER_OK) st = ember_safetensors_open(path, &f);
@@ -444,17 +478,43 @@ static int64_t find_checkpoint(const char *root, int64_t want) {
     return best;
 }
 
+static ember_status checkpoint_rest(ember_trainer *t, const char *dir);
+
 ember_status ember_trainer_checkpoint(ember_trainer *t) {
     static const char fn[] = "ember_trainer_checkpoint";
     EMBER_CHECK_NULL(t, fn);
     const ember_train_config *c = &t->cfg;
     if (!c->checkpoint_dir[0]) return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: no checkpoint-dir", fn);
-    char dir[EMBER_TRAIN_PATH_MAX + 64], path[EMBER_TRAIN_PATH_MAX + 128];
+    char dir[EMBER_TRAIN_PATH_MAX + 64];
     snprintf(dir, sizeof dir, "%s/ckpt-%lld", c->checkpoint_dir, (long long)t->step);
+    if (t->world > 1) {
+        /* the tables are read collectively; the files are rank 0's; nobody goes on before
+           they are complete. A failure on rank 0 still reaches the barrier. */
+        ember_status st = EMBER_OK;
+        if (t->rank == 0) {
+            remove_tree(dir);
+            st = mkdirs(dir);
+        }
+        for (int k = 0; k < NT; k++) {
+            ember_status ts = table_file(t, dir, k, 1);
+            if (st == EMBER_OK) st = ts;
+        }
+        if (st == EMBER_OK && t->rank == 0) st = checkpoint_rest(t, dir);
+        ember_status bs = ember_comm_barrier(t->comm, NULL);
+        return st != EMBER_OK ? st : bs;
+    }
     remove_tree(dir); /* an incomplete attempt at the same step */
     EMBER_TRY(mkdirs(dir));
     if (!c->lmdb[0])
         for (int k = 0; k < NT; k++) EMBER_TRY(table_file(t, dir, k, 1));
+    return checkpoint_rest(t, dir);
+}
+
+/* After the tables: the dense half, the config, the MANIFEST, and old checkpoints removed. */
+static ember_status checkpoint_rest(ember_trainer *t, const char *dir) {
+    static const char fn[] = "ember_trainer_checkpoint";
+    const ember_train_config *c = &t->cfg;
+    char path[EMBER_TRAIN_PATH_MAX + 128];
     ember_named_tensor *nt;
     int n;
     EMBER_TRY(dense_tensors(t, &nt, &n));
@@ -607,16 +667,39 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
     t->log_user = log_user;
     t->resumed_from = -1;
     if (cfg->threads > 0) ember_set_num_threads(cfg->threads);
-    ember_status st = EMBER_OK;
-    if (cfg->checkpoint_dir[0] && !cfg->resume) st = mkdirs(cfg->checkpoint_dir);
+    ember_status st = ember_comm_create_default(NULL, &t->comm);
+    t->rank = ember_comm_rank(t->comm);
+    t->world = ember_comm_size(t->comm);
+    t->lb = cfg->batch;
+    if (st == EMBER_OK && t->world > 1) {
+        if (cfg->batch % t->world)
+            st = ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                              "%s: batch %lld is the global batch and must be a multiple of the %d ranks", fn,
+                              (long long)cfg->batch, t->world);
+        else if (cfg->cache_ratio > 0)
+            st = ember__error(EMBER_ERR_UNSUPPORTED,
+                              "%s: cache-ratio %g: the embedding cache is not supported on %d ranks yet (the "
+                              "tables are sharded over the ranks, resident); use cache-ratio 0",
+                              fn, cfg->cache_ratio, t->world);
+        t->lb = cfg->batch / t->world;
+    }
+    if (st == EMBER_OK && cfg->checkpoint_dir[0] && !cfg->resume) st = mkdirs(cfg->checkpoint_dir);
     if (st == EMBER_OK && cfg->resume && find_checkpoint(cfg->checkpoint_dir, -1) < 0)
         st = ember__error(EMBER_ERR_NOT_FOUND, "resume: no complete checkpoint (ckpt-N/MANIFEST) in %s",
                           cfg->checkpoint_dir);
-    if (st == EMBER_OK && cfg->metrics[0]) {
+    if (st == EMBER_OK && cfg->metrics[0] && t->rank == 0) {
         t->metrics = fopen(cfg->metrics, cfg->resume ? "a" : "w");
         if (!t->metrics) st = ember__error(EMBER_ERR_IO, "metrics file %s: %s", cfg->metrics, strerror(errno));
     }
-    if (st == EMBER_OK) st = prepare_data(t);
+    if (t->world > 1) {
+        /* rank 0 generates the synthetic set (once), the others then find it */
+        if (st == EMBER_OK && t->rank == 0) st = prepare_data(t);
+        ember_status bs = ember_comm_barrier(t->comm, NULL);
+        if (st == EMBER_OK) st = bs;
+        if (st == EMBER_OK && t->rank != 0) st = prepare_data(t);
+    } else if (st == EMBER_OK) {
+        st = prepare_data(t);
+    }
     if (st == EMBER_OK) st = build_model(t);
     if (st == EMBER_OK && cfg->resume) st = resume(t);
     if (st == EMBER_OK) st = ring_alloc(t);
@@ -632,8 +715,10 @@ void ember_trainer_destroy(ember_trainer *t) {
     if (!t) return;
     ember_loader_destroy(t->loader);
     ember_dlrm_destroy(t->m);
+    ember_comm_destroy(t->comm); /* after the model, which uses it; finalizes MPI */
     ember_gen_destroy(t->gen);
     ring_free(t);
+    ember_memory_destroy(t->mm);
     if (t->metrics) fclose(t->metrics);
     for (int i = 0; i < t->npaths; i++) free(t->paths[i]);
     for (int i = 0; i < t->neval; i++) free(t->eval_paths[i]);
@@ -641,6 +726,8 @@ void ember_trainer_destroy(ember_trainer *t) {
 }
 
 ember_dlrm *ember_trainer_model(ember_trainer *t) { return t ? t->m : NULL; }
+int ember_trainer_rank(const ember_trainer *t) { return t ? t->rank : 0; }
+int ember_trainer_world(const ember_trainer *t) { return t && t->world > 1 ? t->world : 1; }
 const ember_train_config *ember_trainer_config(const ember_trainer *t) { return t ? &t->cfg : NULL; }
 
 /* ---- evaluation ---- */
@@ -668,15 +755,40 @@ static ember_status score(ember_trainer *t, const char *path, scored *sc) {
     ember_loader *l = NULL;
     /* the held-out split applies only to the training paths themselves (open_loader) */
     if (st == EMBER_OK) st = open_loader(t, 1, paths, npaths, &l);
-    float *probs = malloc((size_t)t->cfg.batch * sizeof *probs);
-    if (!probs && st == EMBER_OK) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "eval");
+    /* probs (B) and, on N ranks, the gathered batch: N slices of lb probs and labels */
+    float *probs = malloc((size_t)t->cfg.batch * 2 * sizeof *probs);
+    float *gath = t->world > 1 ? malloc((size_t)t->cfg.batch * 2 * sizeof *gath) : NULL;
+    int64_t *counts = t->world > 1 ? malloc((size_t)t->world * sizeof *counts) : NULL;
+    if ((!probs || (t->world > 1 && (!gath || !counts))) && st == EMBER_OK) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "eval");
     slotbuf *s = &t->ring[0];
     const ember_batch *b;
     while (st == EMBER_OK && (st = ember_loader_next(l, &b)) == EMBER_OK && b) {
-        if (!b->size) continue;
+        if (!b->size && t->world == 1) continue;
         st = ring_fill(t, s, b);
         if (st == EMBER_OK) st = ember_dlrm_predict(t->m, s->dense, &s->j, probs);
         if (st != EMBER_OK) break;
+        ember_batch gb = {.size = b->size, .labels = b->labels};
+        if (t->world > 1) {
+            /* every rank's slice in rank order: the global batch's rows in file order */
+            int64_t lb = t->lb, n = b->size;
+            memcpy(probs + lb, s->labels, (size_t)lb * sizeof *probs);
+            st = ember_comm_all_gather(t->comm, &n, counts, 1, EMBER_DTYPE_I64, NULL);
+            if (st == EMBER_OK) st = ember_comm_all_gather(t->comm, probs, gath, 2 * lb, EMBER_DTYPE_F32, NULL);
+            if (st != EMBER_OK) break;
+            int64_t k = 0;
+            for (int r = 0; r < t->world; r++) /* probs first, labels after them */
+                for (int64_t i = 0; i < counts[r]; i++, k++) probs[k] = gath[r * 2 * lb + i];
+            float *labels = probs + t->cfg.batch;
+            k = 0;
+            for (int r = 0; r < t->world; r++)
+                for (int64_t i = 0; i < counts[r]; i++, k++) labels[k] = gath[r * 2 * lb + lb + i];
+            gb = (ember_batch){.size = k, .labels = labels};
+            b = &gb;
+            if (sc->out && t->rank != 0) {
+                sc->n += k;
+                continue;
+            }
+        }
         if (sc->out) {
             for (int64_t i = 0; i < b->size; i++) fprintf(sc->out, "%.6f\n", probs[i]);
             sc->n += b->size;
@@ -698,6 +810,8 @@ static ember_status score(ember_trainer *t, const char *path, scored *sc) {
         sc->n += b->size;
     }
     free(probs);
+    free(gath);
+    free(counts);
     ember_loader_destroy(l);
     for (int i = 0; i < np; i++) free(pp[i]);
     return st;
@@ -811,7 +925,7 @@ static ember_status run_steps(ember_trainer *t, ember_train_callback cb, void *u
                 break;
             }
             t->pos++;
-            if (b->size != c->batch) continue;
+            if (b->size != t->lb) continue;
             slotbuf *s = &t->ring[(head + q) % t->nring];
             st = ring_fill(t, s, b);
             if (st == EMBER_OK) st = ember_dlrm_submit(t->m, &s->j);
@@ -881,7 +995,7 @@ ember_status ember_trainer_run(ember_trainer *t, ember_train_callback cb, void *
     static const char fn[] = "ember_trainer_run";
     EMBER_CHECK_NULL(t, fn);
     const char *trace = t->cfg.profile;
-    if (!trace[0]) return run_steps(t, cb, user);
+    if (!trace[0] || t->rank != 0) return run_steps(t, cb, user); /* N ranks: rank 0's trace */
     char summary[EMBER_TRAIN_PATH_MAX + 8];
     snprintf(summary, sizeof summary, "%s.txt", trace);
     for (int i = 0; i < 2; i++) {
@@ -890,7 +1004,8 @@ ember_status ember_trainer_run(ember_trainer *t, ember_train_callback cb, void *
         if (!f) return ember__error(EMBER_ERR_IO, "%s: profile: cannot create %s: %s", fn, p, strerror(errno));
         fclose(f);
     }
-    EMBER_TRY(ember_profiler_start(&(ember_profiler_config){.memory_interval_ms = 1,
+    EMBER_TRY(ember_profiler_start(&(ember_profiler_config){.memory = {ember_memory_default(), t->mm},
+                                                            .memory_interval_ms = 1,
                                                             .probes = EMBER_PROFILER_PROBE_MEMCPY}));
     ember_status st = run_steps(t, cb, user), pst = ember_profiler_stop();
     if (pst == EMBER_OK) pst = ember_profiler_write_trace(trace);
@@ -921,7 +1036,7 @@ ember_status ember_trainer_report(ember_trainer *t, ember_train_report *r) {
         r->table_rows += t->rows[k];
         r->table_bytes += t->rows[k] * (ember_dlrm_table_dim(t->m, k) + ember_dlrm_state_floats(t->m, k)) * 4;
     }
-    ember_memory_get_stats(NULL, &r->memory);
+    ember_memory_get_stats(t->mm, &r->memory); /* NULL: the default manager */
     if (t->gen)
         snprintf(r->data_desc, sizeof r->data_desc, "synthetic Criteo-like data %.1000s_*.npy", t->synth_prefix);
     else

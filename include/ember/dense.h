@@ -61,11 +61,29 @@ typedef struct ember_ebc_binding {
     ember_ebc_call call;
 } ember_ebc_binding;
 
+/**
+ * Another collection behind an embedding-bag node (e.g. an ember_sharded_ebc, whose
+ * forward and backward are collectives): forward pools the bound batch into out
+ * (B, output_dim) f32 on the graph's device; backward applies the update for grad_out
+ * = dL/d(out) of the last forward. Both get the binding's call. Owned by the caller;
+ * must outlive the graph's runs. The node runs forward and backward exactly once per
+ * graph forward and backward, in schedule order, so collectives stay in step when
+ * every rank runs the same graph.
+ */
+typedef struct ember_ebc_backend {
+    void *ctx;
+    ember_status (*forward)(void *ctx, const ember_jagged *batch, ember_tensor *out, const ember_ebc_call *call);
+    ember_status (*backward)(void *ctx, const ember_jagged *batch, const ember_tensor *grad_out,
+                             const ember_ebc_call *call);
+    int64_t output_dim;        /* the pooled width (>= 1) */
+} ember_ebc_backend;
+
 typedef struct ember_embedding_bag_params {
-    ember_ebc *ebc;            /* the collection (NULL only in a meta graph) */
+    ember_ebc *ebc;            /* the collection (NULL only in a meta graph or with backend) */
     int64_t batch;             /* B: samples per batch */
     int64_t output_dim;        /* meta graphs without a collection: the pooled width */
-    ember_ebc_binding *bind;   /* required with a collection */
+    ember_ebc_binding *bind;   /* required with a collection or a backend */
+    const ember_ebc_backend *backend; /* instead of ebc (not both): see ember_ebc_backend */
 } ember_embedding_bag_params;
 
 /**

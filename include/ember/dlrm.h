@@ -41,6 +41,23 @@
  *     float loss;
  *     ember_dlrm_train_step(m, dense, &jagged, labels, &loss);
  *
+ * On N ranks (config.comm of size N > 1; DESIGN.md section 8). Every rank builds the
+ * same model from the same config; config.batch is then this rank's batch (the global
+ * batch is N times it). The tables become one ember_sharded_ebc spread over the ranks
+ * by a plan of config.plan (table-wise or row-wise), behind the graph's embedding-bag
+ * node (an ember_ebc_backend), on a duplicate of the communicator; the dense layers
+ * are replicated and trained under ember_ddp. A step on rank r: forward (the bottom
+ * MLP on the rank's rows; the embedding node looks every id up on its owner: an
+ * all-to-all of ids, pooled rows back); backward (dense gradients all-reduced MEAN in
+ * buckets, overlapped with backward; the embedding node sends dL/d(pooled) to the
+ * owners, which apply the fused sparse update to their rows); the dense optimizer
+ * step (identical on every rank). This is the one-process step on the global batch
+ * (the ranks' batches concatenated in rank order) up to reduction order: table-wise,
+ * the embedding half is bit-exact; the dense gradients differ by the split of the
+ * batch's sum into per-rank sums. train_step, predict, read_table and create are
+ * collective: every rank calls them in the same order; write_table is local (each
+ * rank keeps the rows it holds, so every rank passes the whole rows).
+ *
  * Thread safety: a model is used by one thread at a time.
  */
 #ifndef EMBER_DLRM_H
@@ -53,6 +70,8 @@
 #include "ember/embedding.h"
 #include "ember/graph.h"
 #include "ember/optim.h"
+#include "ember/parallel.h"
+#include "ember/partition.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -100,6 +119,10 @@ typedef struct ember_dlrm_config {
                                     all. Dims other than emb_dim need EMBER_DLRM_DCN */
     int keep_tables;             /* non-zero: leave the rows as the cache's store holds them (an
                                     existing LMDB store being resumed) instead of initialising them */
+    /* Ranks (see "On N ranks"): NULL or a communicator of size 1: one process. Not owned:
+       keep it alive while the model is. Size > 1 needs resident tables (cache NULL). */
+    ember_comm *comm;
+    ember_plan_kind plan;        /* with comm: EMBER_PLAN_TABLEWISE (default) or EMBER_PLAN_ROWWISE */
 } ember_dlrm_config;
 
 typedef struct ember_dlrm ember_dlrm;
@@ -118,7 +141,8 @@ void ember_dlrm_destroy(ember_dlrm *m);
 /**
  * One step on a batch of cfg->batch samples: dense (B, num_dense) f32, sparse one
  * feature per table (host arrays), labels (B) in [0, 1]. *loss gets the batch's mean
- * BCE before the update (may be NULL).
+ * BCE before the update (may be NULL); on N ranks the mean over the ranks of their
+ * batches' mean BCE (the global batch's), the same on every rank.
  */
 ember_status ember_dlrm_train_step(ember_dlrm *m, const float *dense, const ember_jagged *sparse,
                                    const float *labels, float *loss);
@@ -140,7 +164,13 @@ ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_j
 /** The graph (parameters named "bottom.<i>.weight", "top.<i>.bias", "dcn.<i>.weight", ...)
     and the tables. */
 ember_graph *ember_dlrm_graph(ember_dlrm *m);
+/** The tables; on N ranks this rank's shard (NULL when it holds no rows). */
 ember_ebc *ember_dlrm_tables(ember_dlrm *m);
+/** The sharded tables on N ranks, NULL in one process. */
+ember_sharded_ebc *ember_dlrm_sharded_tables(ember_dlrm *m);
+/** This rank and the number of ranks (0 and 1 in one process). */
+int ember_dlrm_rank(const ember_dlrm *m);
+int ember_dlrm_world(const ember_dlrm *m);
 ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m);
 /** The cache in front of the tables, or NULL when they are resident. */
 ember_cache *ember_dlrm_cache(ember_dlrm *m);
@@ -152,8 +182,10 @@ ember_status ember_dlrm_set_step(ember_dlrm *m, int64_t step);
 /**
  * Embedding rows of table t, wherever they live (resident table, cache slots, host
  * store, disk): weights f32 (count, dim) and optimizer state f32 (count, state
- * floats); either pointer may be NULL. Needs no submitted batch pending.
- * @return EMBER_OK, EMBER_ERR_INDEX, EMBER_ERR_STATE, store errors.
+ * floats); either pointer may be NULL. Needs no submitted batch pending. On N ranks,
+ * read_table is collective (every rank gets the whole rows, each value from its
+ * holder) and write_table local (every rank passes the whole rows and keeps its own).
+ * @return EMBER_OK, EMBER_ERR_INDEX, EMBER_ERR_STATE, store errors, the communicator's.
  */
 ember_status ember_dlrm_read_table(ember_dlrm *m, int t, int64_t first, int64_t count, float *weights,
                                    float *state);

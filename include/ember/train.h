@@ -40,6 +40,20 @@
  * as an uninterrupted run, since training is deterministic given the seed and the
  * thread count.
  *
+ * Under mpirun (N ranks; ember_comm_create_default picks MPI). `batch` stays the global
+ * batch: each rank's loader reads its batch / N rows of every global batch (an error
+ * when N does not divide batch), the tables are sharded over the ranks by `plan`
+ * (tablewise or rowwise) and the dense layers run data parallel (ember_dlrm's "On N
+ * ranks"): the same training as one process up to reduction order. The cache is
+ * refused with N > 1 (EMBER_ERR_UNSUPPORTED: set cache-ratio 0). Evaluation: each rank
+ * scores its slice of every held-out batch, the probabilities and labels are gathered
+ * in global order and every rank computes the same metrics. Only rank 0 writes the
+ * metrics file, checkpoints and predictions; a checkpoint holds the whole tables (read
+ * back through the sharded collection), the same files as one process writes, and all
+ * ranks wait for it: a checkpoint resumes at any number of ranks and any plan (every
+ * rank reads the whole table files and keeps its rows). `profile` traces rank 0;
+ * `warmup` and `lmdb` need the cache. Every trainer call is then collective.
+ *
  * Thread safety: a trainer is used by one thread at a time.
  */
 #ifndef EMBER_TRAIN_H
@@ -84,6 +98,7 @@ typedef struct ember_train_config {
     ember_optim_kind optimizer;           /* dense layers */
     int sparse_optimizer;                 /* an ember_sparse_optim, or -1: as optimizer */
     int threads;                          /* 0: ember_get_num_threads() */
+    ember_plan_kind plan;                 /* under mpirun: EMBER_PLAN_TABLEWISE (default) or _ROWWISE */
     /* cache */
     double cache_ratio;                   /* device slots per table / rows; 0: resident */
     ember_cache_policy cache_policy;
@@ -99,6 +114,8 @@ typedef struct ember_train_config {
     int64_t metrics_every;                /* steps between metrics lines */
     int64_t eval_every;                   /* steps between evaluations (0: only at the end) */
     char profile[EMBER_TRAIN_PATH_MAX];   /* Chrome trace of ember_trainer_run ("": none); summary in PATH.txt */
+    int64_t device_mem;                   /* device-tier budget in bytes for the cache's slots, the dense
+                                             layers and the activations together (0: unlimited) */
 } ember_train_config;
 
 /** The defaults: the embedded job (synthetic data, DLRM, 1.5% cache over the host store). */
@@ -195,6 +212,9 @@ ember_status ember_trainer_report(ember_trainer *t, ember_train_report *out);
 void ember_train_report_print(const ember_train_report *r, const ember_train_config *cfg, FILE *f);
 
 ember_dlrm *ember_trainer_model(ember_trainer *t);
+/** This process's rank and the number of ranks (0 and 1 without mpirun). */
+int ember_trainer_rank(const ember_trainer *t);
+int ember_trainer_world(const ember_trainer *t);
 const ember_train_config *ember_trainer_config(const ember_trainer *t);
 
 /**
