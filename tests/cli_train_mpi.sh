@@ -6,10 +6,10 @@
 set -u
 ember=$1 mpiexec=$2 conf=$3 data=$4
 shift 4
-one=$("$ember" train --config "$conf" --data-dir "$data" --quiet --cache-ratio 0 --threads 1 "$@" 2>&1) || {
+one=$("$ember" train --config "$conf" --data-dir "$data" --quiet --threads 1 "$@" 2>&1) || {
     echo "one process failed:"; echo "$one"; exit 1; }
 two=$("$mpiexec" --allow-run-as-root --oversubscribe -n 2 "$ember" train --config "$conf" --data-dir "$data" \
-      --quiet --cache-ratio 0 --threads 1 "$@" 2>&1) || { echo "mpiexec -n 2 failed:"; echo "$two"; exit 1; }
+      --quiet --threads 1 "$@" 2>&1) || { echo "mpiexec -n 2 failed:"; echo "$two"; exit 1; }
 auc1=$(printf '%s\n' "$one" | sed -n 's/.*held-out rows: AUC \([0-9.]*\).*/\1/p')
 auc2=$(printf '%s\n' "$two" | sed -n 's/.*held-out rows: AUC \([0-9.]*\).*/\1/p')
 ranks=$(printf '%s\n' "$two" | grep -c 'ranks        2')

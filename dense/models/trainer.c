@@ -676,11 +676,20 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
             st = ember__error(EMBER_ERR_INVALID_ARGUMENT,
                               "%s: batch %lld is the global batch and must be a multiple of the %d ranks", fn,
                               (long long)cfg->batch, t->world);
-        else if (cfg->cache_ratio > 0)
+        else if (cfg->cache_ratio > 0 && (cfg->lmdb[0] || cfg->warmup[0]))
             st = ember__error(EMBER_ERR_UNSUPPORTED,
-                              "%s: cache-ratio %g: the embedding cache is not supported on %d ranks yet (the "
-                              "tables are sharded over the ranks, resident); use cache-ratio 0",
-                              fn, cfg->cache_ratio, t->world);
+                              "%s: %s needs the embedding cache, which is not supported on %d ranks yet (the "
+                              "tables are sharded over the ranks, resident)",
+                              fn, cfg->lmdb[0] ? "lmdb" : "warmup", t->world);
+        else if (cfg->cache_ratio > 0) {
+            /* Departure from DESIGN.md section 8 (each shard behind its own cache): not yet.
+               The shards stay resident; training is the same either way (the cache never
+               changes results), only the memory differs. */
+            t->cfg.cache_ratio = 0;
+            if (t->rank == 0)
+                say(t, "cache-ratio %g ignored on %d ranks: each rank keeps its shard of the tables resident",
+                    cfg->cache_ratio, t->world);
+        }
         t->lb = cfg->batch / t->world;
     }
     if (st == EMBER_OK && cfg->checkpoint_dir[0] && !cfg->resume) st = mkdirs(cfg->checkpoint_dir);

@@ -44,8 +44,10 @@
  * batch: each rank's loader reads its batch / N rows of every global batch (an error
  * when N does not divide batch), the tables are sharded over the ranks by `plan`
  * (tablewise or rowwise) and the dense layers run data parallel (ember_dlrm's "On N
- * ranks"): the same training as one process up to reduction order. The cache is
- * refused with N > 1 (EMBER_ERR_UNSUPPORTED: set cache-ratio 0). Evaluation: each rank
+ * ranks"): the same training as one process up to reduction order. The cache is not
+ * yet combined with sharding: with N > 1, cache-ratio is ignored (said in the log) and
+ * each rank keeps its shard resident; lmdb and warmup, which need the cache, are refused
+ * (EMBER_ERR_UNSUPPORTED). Evaluation: each rank
  * scores its slice of every held-out batch, the probabilities and labels are gathered
  * in global order and every rank computes the same metrics. Only rank 0 writes the
  * metrics file, checkpoints and predictions; a checkpoint holds the whole tables (read
