@@ -25,6 +25,8 @@ const ember_bench_suite ember_bench_suites[] = {
      ember_bench_suite_plan},
     {"comm", "collectives' bus bandwidth vs message size and alpha-beta fits (run under mpirun)",
      ember_bench_suite_comm},
+    {"offload", "an MLP whose parameters, gradients and Adam state are 4x the device budget: steps/s and bytes moved",
+     ember_bench_suite_offload},
     {NULL, NULL, NULL},
 };
 

@@ -67,5 +67,6 @@ ember_status ember_bench_suite_cache(const ember_bench_opts *o);
 ember_status ember_bench_suite_dlrm(const ember_bench_opts *o);
 ember_status ember_bench_suite_dlrm_torchrec(const ember_bench_opts *o);
 ember_status ember_bench_suite_comm(const ember_bench_opts *o);
+ember_status ember_bench_suite_offload(const ember_bench_opts *o);
 
 #endif /* EMBER_BENCH_H */

@@ -37,7 +37,8 @@ ember_status ember__error(ember_status st, const char *fmt, ...)
    per vector unit, picked at load time. Results do not depend on the copy as long as
    the loop's order of operations is fixed (no reassociation: -ffp-contract=off, no
    -ffast-math). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 #define EMBER_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define EMBER_VECTOR_CLONES

@@ -20,6 +20,7 @@
 #include "ember/embedding.h"
 #include "ember/graph.h"
 #include "ember/memory.h"
+#include "ember/offload.h"
 #include "ember/optim.h"
 #include "ember/parallel.h"
 #include "ember/partition.h"
