@@ -592,17 +592,44 @@ done:
 
 /* ---- execution ---- */
 
-ember_status ember__graph_set_hook(ember_graph *g, ember__graph_hook fn, void *user) {
-    EMBER_CHECK_NULL(g, "ember__graph_set_hook");
-    if (fn && g->hook && (g->hook != fn || g->hook_user != user))
-        return ember__error(EMBER_ERR_STATE, "graph: an executor hook is already installed");
-    g->hook = fn;
-    g->hook_user = fn ? user : NULL;
+ember_status ember__graph_add_hook(ember_graph *g, ember__graph_hook fn, void *user) {
+    EMBER_CHECK_NULL(g, "ember__graph_add_hook");
+    EMBER_CHECK_NULL(fn, "ember__graph_add_hook");
+    for (int i = 0; i < g->nhooks; i++)
+        if (g->hooks[i].fn == fn && g->hooks[i].user == user)
+            return ember__error(EMBER_ERR_STATE, "graph: this executor hook is already installed");
+    if (g->nhooks == EMBER__MAX_HOOKS)
+        return ember__error(EMBER_ERR_STATE, "graph: %d executor hooks are installed already", EMBER__MAX_HOOKS);
+    g->hooks[g->nhooks++] = (ember__hook_slot){fn, user};
     return EMBER_OK;
 }
 
-/* The hook's "before" call for entry e: the node and its parameter sources, each once. */
-static ember_status hook_before(ember_graph *g, int e, ember__hook_event *ev) {
+void ember__graph_remove_hook(ember_graph *g, ember__graph_hook fn, void *user) {
+    if (!g) return;
+    for (int i = 0; i < g->nhooks; i++)
+        if (g->hooks[i].fn == fn && g->hooks[i].user == user) {
+            memmove(g->hooks + i, g->hooks + i + 1, (size_t)(g->nhooks - i - 1) * sizeof *g->hooks);
+            g->nhooks--;
+            return;
+        }
+}
+
+/* The "after" calls of hooks [0, n), last installed first (they nest like scopes); the
+   kernel's status wins over theirs. */
+static ember_status hooks_after(ember_graph *g, ember__hook_event *ev, int n, ember_status kernel) {
+    ev->after = 1;
+    ev->status = kernel;
+    ember_status first = EMBER_OK;
+    for (int i = n - 1; i >= 0; i--) {
+        ember_status st = g->hooks[i].fn(g->hooks[i].user, g, ev);
+        if (first == EMBER_OK) first = st;
+    }
+    return kernel != EMBER_OK ? kernel : first;
+}
+
+/* The "before" calls for entry e, in install order: the node and its parameter sources,
+   each once. A hook that fails stops the run; the ones before it get their "after". */
+static ember_status hooks_before(ember_graph *g, int e, ember__hook_event *ev) {
     ember_node *x = g->sched[e].node;
     *ev = (ember__hook_event){.entry = e, .backward = e >= g->nfwd, .node = x};
     for (int s = 0; s < x->nsrc; s++) {
@@ -611,15 +638,14 @@ static ember_status hook_before(ember_graph *g, int e, ember__hook_event *ev) {
         for (int k = 0; k < ev->nparams && !seen; k++) seen = ev->params[k] == src;
         if (!seen) ev->params[ev->nparams++] = src;
     }
-    return g->hook(g->hook_user, g, ev);
-}
-
-/* The "after" call: the kernel's status wins over the hook's. */
-static ember_status hook_after(ember_graph *g, ember__hook_event *ev, ember_status kernel) {
-    ev->after = 1;
-    ev->status = kernel;
-    ember_status st = g->hook(g->hook_user, g, ev);
-    return kernel != EMBER_OK ? kernel : st;
+    for (int i = 0; i < g->nhooks; i++) {
+        ember_status st = g->hooks[i].fn(g->hooks[i].user, g, ev);
+        if (st != EMBER_OK) {
+            hooks_after(g, ev, i, st);
+            return st;
+        }
+    }
+    return EMBER_OK;
 }
 
 static ember_status run_entries(ember_graph *g, int from, int to) {
@@ -627,7 +653,8 @@ static ember_status run_entries(ember_graph *g, int from, int to) {
         ember__sched *en = &g->sched[e];
         ember_node *x = en->node;
         ember__hook_event hev = {.entry = e};
-        if (g->hook) EMBER_TRY(hook_before(g, e, &hev));
+        int nh = g->nhooks;
+        if (nh) EMBER_TRY(hooks_before(g, e, &hev));
         ember__exec ex = {.g = g, .n = x, .out = en->recompute ? x->recomp : x->value};
         int in_bwd = e >= g->nfwd;
         for (int s = 0; s < x->nsrc; s++) {
@@ -643,7 +670,7 @@ static ember_status run_entries(ember_graph *g, int from, int to) {
         if (!k) {
             ember_status st = ember__error(EMBER_ERR_UNSUPPORTED, "graph node %d (%s): no kernel for this device",
                                            x->id, d->name);
-            return g->hook ? hook_after(g, &hev, st) : st;
+            return nh ? hooks_after(g, &hev, nh, st) : st;
         }
         /* one profiler scope per node, named by its op; on CUDA the launch is timed
            unless the profiler asks for a sync (then the kernel is) */
@@ -659,7 +686,7 @@ static ember_status run_entries(ember_graph *g, int from, int to) {
             st = ember_stream_synchronize(ember_stream_get_current(g->dev));
 #endif
         if (prof) ember_profiler_end();
-        if (g->hook) st = hook_after(g, &hev, st);
+        if (nh) st = hooks_after(g, &hev, nh, st);
         if (st != EMBER_OK) return st;
         g->runs[x->op]++;
         if (d->flops) g->executed_flops += d->flops(x);

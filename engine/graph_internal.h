@@ -97,7 +97,9 @@ struct ember_node {
 };
 
 /*
- * Executor hook: one per graph, called by the executor before (after = 0) and after
+ * Executor hooks: up to EMBER__MAX_HOOKS per graph (data parallel and the offload
+ * manager can share one graph), called in install order before and in reverse order
+ * after each entry. Each is called by the executor before (after = 0) and after
  * (after = 1) every schedule entry it runs, outside the node's profiler scope. It sees
  * the entry, its node and the node's parameter inputs (each listed once), so a user
  * can place or check model data around each kernel; the heterogeneous memory manager
@@ -118,8 +120,16 @@ typedef struct ember__hook_event {
 
 typedef ember_status (*ember__graph_hook)(void *user, ember_graph *g, const ember__hook_event *ev);
 
-/* Install (fn non-NULL) or remove (fn NULL) the graph's hook. EMBER_ERR_STATE when another is set. */
-ember_status ember__graph_set_hook(ember_graph *g, ember__graph_hook fn, void *user);
+#define EMBER__MAX_HOOKS 4
+typedef struct ember__hook_slot {
+    ember__graph_hook fn;
+    void *user;
+} ember__hook_slot;
+
+/* Install a hook (EMBER_ERR_STATE when the same (fn, user) is installed or the list is
+   full); remove one (a no-op when absent). */
+ember_status ember__graph_add_hook(ember_graph *g, ember__graph_hook fn, void *user);
+void ember__graph_remove_hook(ember_graph *g, ember__graph_hook fn, void *user);
 
 typedef struct ember__sched {
     ember_node *node;
@@ -149,8 +159,8 @@ struct ember_graph {
     void *arena;
     int64_t runs[EMBER__OP_COUNT];
     double executed_flops;
-    ember__graph_hook hook; /* executor hook (NULL: none) and its argument */
-    void *hook_user;
+    ember__hook_slot hooks[EMBER__MAX_HOOKS]; /* executor hooks, in install order */
+    int nhooks;
 };
 
 /* What a kernel sees: the node, its output and input values. */

@@ -999,7 +999,7 @@ void ember_offload_destroy(ember_offload *off) {
         }
     }
     pool_release(off, 1);
-    if (off->hooked) ember__graph_set_hook(off->g, NULL, NULL);
+    if (off->hooked) ember__graph_remove_hook(off->g, hook, off);
     for (int c = 0; off->opt && c < off->nchunks; c++) ember_optimizer_destroy(off->opt[c]);
     int *keep = off->chunks ? calloc((size_t)(off->nkinds * off->nchunks) + 1, sizeof *keep) : NULL;
     for (int k = 0; k < NK; k++) {
@@ -1193,7 +1193,7 @@ static ember_status build(ember_offload *off) {
         free(ps);
         EMBER_TRY(st);
     }
-    EMBER_TRY(ember__graph_set_hook(g, hook, off));
+    EMBER_TRY(ember__graph_add_hook(g, hook, off));
     off->hooked = 1;
     if (off->cfg.device_budget) EMBER_TRY(ember_memory_set_budget(off->mm, EMBER_TIER_DEVICE, off->cfg.device_budget));
     ember_memory_reset_peaks(off->mm);
@@ -1237,7 +1237,9 @@ ember_status ember_offload_create(const ember_offload_config *cfg, ember_offload
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: chunk_elems %lld < 0", fn, (long long)cfg->chunk_elems);
     if (!g->backward_built) return ember__error(EMBER_ERR_STATE, "%s: build the backward graph first", fn);
     if (g->p.meta) return ember__error(EMBER_ERR_STATE, "%s: a meta graph has no data to place", fn);
-    if (g->hook) return ember__error(EMBER_ERR_STATE, "%s: the graph already has an executor hook", fn);
+    for (int i = 0; i < g->nhooks; i++)
+        if (g->hooks[i].fn == hook)
+            return ember__error(EMBER_ERR_STATE, "%s: the graph already has an offload manager (its executor hook)", fn);
     ember_offload *off = calloc(1, sizeof *off);
     if (!off) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
     off->cfg = *cfg;

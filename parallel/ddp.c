@@ -317,12 +317,12 @@ ember_status ember_ddp_create(ember_graph *g, ember_comm *comm, const ember_ddp_
     if (st == EMBER_OK) st = check_same(d);
     if (st == EMBER_OK && !d->cfg.no_broadcast) st = ember_ddp_broadcast_params(d, 0);
     if (st == EMBER_OK && d->cfg.overlap >= 0) {
-        /* one hook per graph: when another module holds it, fall back to after-backward */
-        if (ember__graph_set_hook(g, ddp_hook, d) == EMBER_OK) {
+        /* when the graph's hook list is full, fall back to after-backward */
+        if (ember__graph_add_hook(g, ddp_hook, d) == EMBER_OK) {
             d->hooked = 1;
         } else {
             ember_clear_error();
-            ember_log(EMBER_LOG_INFO, "%s: the graph's executor hook is taken: gradients are all-reduced "
+            ember_log(EMBER_LOG_INFO, "%s: the graph's executor hooks are taken: gradients are all-reduced "
                                       "after backward, not overlapped", fn);
         }
     }
@@ -338,7 +338,7 @@ ember_status ember_ddp_create(ember_graph *g, ember_comm *comm, const ember_ddp_
 
 void ember_ddp_destroy(ember_ddp *d) {
     if (!d) return;
-    if (d->hooked && d->g->hook == ddp_hook && d->g->hook_user == d) ember__graph_set_hook(d->g, NULL, NULL);
+    if (d->hooked) ember__graph_remove_hook(d->g, ddp_hook, d);
     for (int k = 0; k < d->nb; k++) {
         if (d->b[k].started) ember_comm_wait(d->b[k].req);
         ember_tensor_destroy(d->b[k].buf);

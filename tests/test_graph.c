@@ -566,7 +566,59 @@ static void test_bad_inputs(void) {
     ember_graph_destroy(NULL);
 }
 
+/* Executor hooks: several on one graph, "before" in install order and "after" in reverse
+   (they nest), each entry once; a failing "before" stops the run and the hooks already
+   called get their "after". */
+typedef struct hook_log {
+    char seq[64];
+    int n, fail_at;
+} hook_log;
+
+static ember_status log_hook_a(void *user, ember_graph *g, const ember__hook_event *ev) {
+    (void)g;
+    hook_log *l = user;
+    if (ev->entry == 0 && l->n < 60) l->seq[l->n++] = ev->after ? 'a' : 'A';
+    return EMBER_OK;
+}
+
+static ember_status log_hook_b(void *user, ember_graph *g, const ember__hook_event *ev) {
+    (void)g;
+    hook_log *l = user;
+    if (ev->entry == 0 && l->n < 60) l->seq[l->n++] = ev->after ? 'b' : 'B';
+    if (!ev->after && l->fail_at >= 0 && ev->entry == l->fail_at)
+        return ember__error(EMBER_ERR_CANCELLED, "hook b stops entry %d", ev->entry);
+    return EMBER_OK;
+}
+
+static void test_hooks(void) {
+    ember_graph *g;
+    ember_node *x, *w, *y;
+    CHECK_OK(ember_graph_create(&(ember_graph_params){.seed = 1}, &g));
+    CHECK_OK(ember_graph_input(g, "x", EMBER_DTYPE_F32, 2, (int64_t[]){2, 3}, &x));
+    CHECK_OK(ember_graph_param(g, "w", EMBER_DTYPE_F32, 2, (int64_t[]){3, 2}, &w));
+    CHECK_OK(ember_op_matmul(g, x, w, 0, 0, &y));
+    CHECK_OK(ember_graph_mark_output(g, y));
+    CHECK_OK(ember_graph_plan(g));
+    hook_log la = {.fail_at = -1};
+    CHECK_OK(ember__graph_add_hook(g, log_hook_a, &la));
+    CHECK_OK(ember__graph_add_hook(g, log_hook_b, &la));
+    CHECK_STATUS(ember__graph_add_hook(g, log_hook_b, &la), EMBER_ERR_STATE); /* the same pair twice */
+    CHECK_OK(ember_graph_forward(g));
+    CHECK(strcmp(la.seq, "ABba") == 0);
+    la = (hook_log){.fail_at = 0};
+    CHECK_STATUS(ember_graph_forward(g), EMBER_ERR_CANCELLED);
+    CHECK(strcmp(la.seq, "ABa") == 0); /* a gets its after; the kernel did not run */
+    ember__graph_remove_hook(g, log_hook_a, &la);
+    la = (hook_log){.fail_at = -1};
+    CHECK_OK(ember_graph_forward(g));
+    CHECK(strcmp(la.seq, "Bb") == 0);
+    ember__graph_remove_hook(g, log_hook_b, &la);
+    ember__graph_remove_hook(g, log_hook_b, &la); /* absent: a no-op */
+    ember_graph_destroy(g);
+}
+
 int main(void) {
+    test_hooks();
     test_gradcheck_covers_registry();
     test_checkpoint_and_meta();
     test_dropout_steps();
