@@ -21,6 +21,8 @@ const ember_bench_suite ember_bench_suites[] = {
      ember_bench_suite_dlrm},
     {"dlrm-torchrec", "the dlrm cases, under the name bench/compare pairs with the TorchRec peer",
      ember_bench_suite_dlrm_torchrec},
+    {"dlrm-ranks", "the default DLRM's samples/s on the ranks of mpirun, tables table-wise (ember bench dlrm --ranks N)",
+     ember_bench_suite_dlrm_ranks},
     {"plan", "sharding plans' lookup imbalance on skewed Criteo-shaped and real Criteo counts, 2-8 devices",
      ember_bench_suite_plan},
     {"comm", "collectives' bus bandwidth vs message size and alpha-beta fits (run under mpirun)",

@@ -20,6 +20,7 @@ typedef struct ember_bench_opts {
     int quick; /* fewer, smaller cases and shorter timing loops */
     int json;  /* JSON lines instead of a table */
     int tiny;  /* smallest sizes: for the test suite, not for numbers */
+    int ranks; /* dlrm: > 0 measures 1, 2, 4, ... up to this many ranks under mpiexec */
 } ember_bench_opts;
 
 typedef ember_status (*ember_bench_fn)(const ember_bench_opts *o);
@@ -66,6 +67,7 @@ ember_status ember_bench_suite_data(const ember_bench_opts *o);
 ember_status ember_bench_suite_cache(const ember_bench_opts *o);
 ember_status ember_bench_suite_dlrm(const ember_bench_opts *o);
 ember_status ember_bench_suite_dlrm_torchrec(const ember_bench_opts *o);
+ember_status ember_bench_suite_dlrm_ranks(const ember_bench_opts *o);
 ember_status ember_bench_suite_comm(const ember_bench_opts *o);
 ember_status ember_bench_suite_offload(const ember_bench_opts *o);
 

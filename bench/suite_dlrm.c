@@ -24,6 +24,14 @@
  *                        bytes), evaluated on the AUC_EVAL rows after them; metric auc,
  *                        the mean over AUC_SEEDS initialisations (one seed's AUC moves
  *                        by about 0.001 with the seed, as much as the two sides differ)
+ *   ranks<K>_tablewise   (ember bench dlrm --ranks N) the default DLRM trained on K =
+ *                        1, 2, 4, ... N ranks of this machine (mpiexec -n K ember bench
+ *                        dlrm-ranks; $MPIEXEC or mpiexec on $PATH): tables table-wise,
+ *                        dense layers data parallel, global batch 4096 split over the
+ *                        ranks, threads / K threads each; samples_per_s of each K, and
+ *                        scaling = samples/s on K ranks over samples/s on 1. The ranks
+ *                        share the cores, so scaling is that of the engine's parallel
+ *                        split on one machine, not of more hardware.
  *
  * Peers: bench/peers/dlrm.py (PyTorch: nn.EmbeddingBag(sparse=True), the same MLPs and
  * interaction, torch.optim.Adagrad dense and sparse) and bench/peers/dlrm-torchrec.py
@@ -420,5 +428,163 @@ static ember_status run_suite(const ember_bench_opts *o, const char *suite) {
     return st;
 }
 
-ember_status ember_bench_suite_dlrm(const ember_bench_opts *o) { return run_suite(o, "dlrm"); }
+/* ---- scaling over ranks: ember bench dlrm --ranks N ---- */
+
+#define RANKS_GLOBAL_BATCH 4096
+
+static int64_t ranks_batch(const ember_bench_opts *o, int K) {
+    int64_t b = (o->tiny ? 256 : RANKS_GLOBAL_BATCH) / K;
+    return b < 1 ? 1 : b;
+}
+
+/* One rank of `ember bench dlrm-ranks` under mpirun: the default DLRM, tables table-wise
+   over the ranks, dense layers data parallel; every rank trains its slice of the same
+   global batches. A fixed number of steps per repeat (train_step is collective), the
+   slowest rank's time of a repeat, the best repeat. */
+ember_status ember_bench_suite_dlrm_ranks(const ember_bench_opts *o) {
+    ember_comm *c = NULL;
+    EMBER_TRY(ember_comm_create_default(NULL, &c));
+    int rank = ember_comm_rank(c), K = ember_comm_size(c);
+    double scale = o->tiny ? 0.001 : SCALE;
+    int64_t rows[NT], total = 0;
+    for (int t = 0; t < NT; t++) rows[t] = scaled_rows(scale, t, &total);
+    const int64_t b = ranks_batch(o, K), G = b * K;
+    const int nb = o->tiny ? 4 : 8, reps = o->tiny ? 2 : o->quick ? 3 : 5, per = o->tiny ? 2 : o->quick ? 3 : 5;
+    pool p;
+    ember_jagged_feature *f = NULL;
+    ember_jagged *j = NULL;
+    ember_dlrm *m = NULL;
+    ember_status st = pool_make(&p, G, nb, rows);
+    if (st != EMBER_OK) {
+        ember_comm_destroy(c);
+        return st;
+    }
+    f = malloc((size_t)nb * NT * sizeof *f);
+    j = malloc((size_t)nb * sizeof *j);
+    if (!f || !j) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "bench dlrm-ranks: batch views");
+    for (int k = 0; k < nb && st == EMBER_OK; k++) {
+        for (int t = 0; t < NT; t++)
+            f[k * NT + t] = (ember_jagged_feature){
+                .values = p.ids + ((size_t)k * NT + (size_t)t) * (size_t)G + (size_t)rank * (size_t)b,
+                .offsets = p.off, .length = b};
+        j[k] = (ember_jagged){.batch = b, .num_features = NT, .features = f + (size_t)k * NT};
+    }
+    ember_dlrm_config cfg = config_of(&DEFAULT, rows, b, LR);
+    cfg.comm = c;
+    cfg.plan = EMBER_PLAN_TABLEWISE;
+    if (st == EMBER_OK) st = ember_dlrm_create(&cfg, &m);
+    double best = 1e30;
+    int64_t step = 0;
+    for (int r = -1; r < reps && st == EMBER_OK; r++) { /* r = -1: warm-up */
+        st = ember_comm_barrier(c, NULL);
+        double t0 = ember__now();
+        for (int s = 0; s < (r < 0 ? 2 : per) && st == EMBER_OK; s++, step++) {
+            size_t k = (size_t)(step % nb), at = k * (size_t)G + (size_t)rank * (size_t)b;
+            st = ember_dlrm_train_step(m, p.dense + at * ND, &j[k], p.labels + at, NULL);
+        }
+        float el = (float)(ember__now() - t0), slowest = el;
+        if (st == EMBER_OK) st = ember_comm_all_reduce(c, &el, &slowest, 1, EMBER_DTYPE_F32, EMBER_REDUCE_MAX, NULL);
+        if (st == EMBER_OK && r >= 0 && slowest < best) best = slowest;
+    }
+    if (st == EMBER_OK && rank == 0) {
+        char params[1024], bot[96], top[96];
+        layers_str(DEFAULT.bottom, bot, sizeof bot);
+        layers_str(DEFAULT.top, top, sizeof top);
+        snprintf(params, sizeof params,
+                 "\"ranks\":%d,\"threads_per_rank\":%d,\"global_batch\":%lld,\"batch_per_rank\":%lld,"
+                 "\"plan\":\"tablewise\",\"model\":\"default\",\"tables\":%d,\"scale\":%g,\"rows_total\":%lld,"
+                 "\"dim\":%d,\"bottom\":\"%s\",\"top\":\"%s\",\"optim\":\"adagrad\",\"zipf_s\":%.2f,"
+                 "\"steps_per_repeat\":%d,\"repeats\":%d",
+                 K, ember_get_num_threads(), (long long)G, (long long)b, NT, scale, (long long)total, DEFAULT.dim, bot,
+                 top, ZIPF_S, per, reps);
+        char name[64];
+        snprintf(name, sizeof name, "ranks%d_tablewise", K);
+        ember_bench_emit(o, "dlrm", name, "samples_per_s", (double)G * per / best, "samples/s", params);
+    }
+    ember_dlrm_destroy(m);
+    free(f);
+    free(j);
+    pool_free(&p);
+    ember_comm_destroy(c);
+    return st;
+}
+
+/* mpiexec: $MPIEXEC, else the first on $PATH; 0 when there is none. */
+static int find_mpiexec(char *buf, size_t n) {
+    const char *e = getenv("MPIEXEC");
+    if (e && *e) {
+        snprintf(buf, n, "%s", e);
+        return 1;
+    }
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        const char *end = strchr(path, ':');
+        size_t len = end ? (size_t)(end - path) : strlen(path);
+        if (len > 0 && (size_t)snprintf(buf, n, "%.*s/mpiexec", (int)len, path) < n && access(buf, X_OK) == 0)
+            return 1;
+        path = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* The parent of `ember bench dlrm --ranks N`: runs `mpiexec -n K ember bench dlrm-ranks`
+   for K = 1, 2, 4, ... and N, passes on their lines and adds scaling = samples/s on K
+   ranks over samples/s on 1. The ranks share this machine's cores (threads / K each). */
+static ember_status run_ranks(const ember_bench_opts *o) {
+    char mpx[1024], self[1024];
+    if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK"))
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "bench dlrm --ranks starts mpiexec itself: run it without mpirun "
+                            "(or run `mpirun -n K ember bench dlrm-ranks`)");
+    if (!find_mpiexec(mpx, sizeof mpx)) {
+        fprintf(stderr, "ember bench dlrm --ranks: no mpiexec ($MPIEXEC unset and none on $PATH): skipped\n");
+        return EMBER_OK;
+    }
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0) return ember__error(EMBER_ERR_IO, "bench dlrm --ranks: cannot read /proc/self/exe");
+    self[sl] = '\0';
+    if (strchr(mpx, '\'') || strchr(self, '\''))
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "bench dlrm --ranks: a quote in the path of mpiexec or ember");
+    const int threads = ember_get_num_threads();
+    double base = 0;
+    for (int K = 1; K <= o->ranks; K = K * 2 > o->ranks && K < o->ranks ? o->ranks : K * 2) {
+        const int tpr = threads / K > 1 ? threads / K : 1;
+        char cmd[2600];
+        snprintf(cmd, sizeof cmd,
+                 "'%s' --allow-run-as-root --oversubscribe --bind-to none -n %d '%s' --threads %d bench dlrm-ranks "
+                 "--json%s%s",
+                 mpx, K, self, tpr, o->quick ? " --quick" : "", o->tiny ? " --tiny" : "");
+        fflush(stdout);
+        FILE *pp = popen(cmd, "r");
+        if (!pp) return ember__error(EMBER_ERR_IO, "bench dlrm --ranks: cannot start %s", mpx);
+        char line[4096], want[96], name[64];
+        snprintf(name, sizeof name, "ranks%d_tablewise", K);
+        snprintf(want, sizeof want, "\"case\":\"%s\"", name);
+        double sps = 0;
+        while (fgets(line, sizeof line, pp)) {
+            const char *v = strstr(line, "\"value\":");
+            if (strstr(line, want) && strstr(line, "\"metric\":\"samples_per_s\"") && v) {
+                sps = strtod(v + 8, NULL);
+                if (o->json) fputs(line, stdout);
+                else ember_bench_emit(o, "dlrm", name, "samples_per_s", sps, "samples/s", "");
+            } else {
+                fputs(line, stderr); /* whatever else mpiexec or the ranks print */
+            }
+        }
+        int rc = pclose(pp);
+        if (rc != 0 || !(sps > 0))
+            return ember__error(EMBER_ERR_IO, "bench dlrm --ranks: `%s` failed (status %d)", cmd, rc);
+        if (K == 1) base = sps;
+        char params[512];
+        snprintf(params, sizeof params,
+                 "\"ranks\":%d,\"threads_per_rank\":%d,\"global_batch\":%lld,\"plan\":\"tablewise\","
+                 "\"samples_per_s\":%.6g,\"samples_per_s_1rank\":%.6g,\"threads\":%d",
+                 K, tpr, (long long)(ranks_batch(o, K) * K), sps, base, threads);
+        ember_bench_emit(o, "dlrm", name, "scaling", sps / base, "x", params);
+        if (K == o->ranks) break;
+    }
+    return EMBER_OK;
+}
+
+ember_status ember_bench_suite_dlrm(const ember_bench_opts *o) { return o->ranks > 0 ? run_ranks(o) : run_suite(o, "dlrm"); }
 ember_status ember_bench_suite_dlrm_torchrec(const ember_bench_opts *o) { return run_suite(o, "dlrm-torchrec"); }

@@ -62,7 +62,15 @@ static int cmd_bench(int argc, char **argv) {
         else if (strcmp(argv[i], "--json") == 0) o.json = 1;
         else if (strcmp(argv[i], "--tiny") == 0) o.tiny = o.quick = 1;
         else if (strcmp(argv[i], "--list") == 0) list = 1;
-        else if (argv[i][0] == '-') {
+        else if (strcmp(argv[i], "--ranks") == 0 && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 1 || n > 1024) {
+                fprintf(stderr, "ember bench: --ranks takes a count from 1 to 1024, not '%s'\n", argv[i]);
+                return 2;
+            }
+            o.ranks = (int)n;
+        } else if (argv[i][0] == '-') {
             fprintf(stderr, "ember bench: unknown option '%s'\n", argv[i]);
             return 2;
         } else if (!suite) suite = argv[i];
@@ -77,6 +85,10 @@ static int cmd_bench(int argc, char **argv) {
         for (const ember_bench_suite *s = ember_bench_suites; s->name; s++)
             fprintf(f, "  %-10s %s\n", s->name, s->what);
         return list ? 0 : 2;
+    }
+    if (o.ranks && strcmp(suite, "dlrm") != 0) {
+        fprintf(stderr, "ember bench: --ranks is an option of the dlrm suite only\n");
+        return 2;
     }
     for (const ember_bench_suite *s = ember_bench_suites; s->name; s++) {
         if (strcmp(s->name, suite) != 0) continue;
