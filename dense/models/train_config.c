@@ -29,7 +29,8 @@ static const char *const OPTIMS[] = {"sgd", "adagrad", "adam", "adamw"};
 static const char *const SPARSE[] = {"auto", "sgd", "adagrad", "rowwise_adagrad", "adam", "adamw"};
 static const char *const INTER[] = {"dot", "dot-self", "dcn"};
 static const char *const POLICY[] = {"lfu", "lru", "static"};
-static const char *const PLANS[] = {"tablewise", "rowwise"}; /* = EMBER_PLAN_TABLEWISE, _ROWWISE */
+static const char *const PLANS[] = {"auto", "tablewise", "rowwise"}; /* -1 (auto), EMBER_PLAN_TABLEWISE, _ROWWISE */
+static const char *const ROUNDING[] = {"stochastic", "nearest"};     /* = EMBER_CACHE_ROUNDING_* */
 
 #define F(field) offsetof(ember_train_config, field)
 #define BIG 9.2e18
@@ -59,14 +60,22 @@ static const key KEYS[] = {
     {"sparse-optimizer", K_ENUM, F(sparse_optimizer), SPARSE, 6, 0, 0,
      "embedding optimizer: auto (as optimizer) | sgd | adagrad | rowwise_adagrad | adam | adamw"},
     {"threads", K_INT, F(threads), 0, 0, 0, 4096, "CPU threads (0: all cores or $OMP_NUM_THREADS)"},
-    {"plan", K_ENUM, F(plan), PLANS, 2, 0, 0,
-     "under mpirun: how the tables are sharded over the ranks, tablewise | rowwise (one process: ignored)"},
+    {"plan", K_ENUM, F(plan), PLANS, 3, 0, 0,
+     "under mpirun: how the tables are sharded over the ranks, tablewise | rowwise | auto (the lower predicted "
+     "max lookups per rank from the warmup counts; without counts rowwise) (one process: ignored)"},
     {"cache-ratio", K_F64, F(cache_ratio), 0, 0, 0, 1, "embedding cache: slots per table / rows (0: tables resident)"},
     {"cache-policy", K_ENUM, F(cache_policy), POLICY, 3, 0, 0, "lfu | lru | static"},
     {"lookahead", K_INT, F(lookahead), 0, 0, 0, 16, "batches the cache prepares ahead of the step"},
     {"lmdb", K_STR, F(lmdb), 0, 0, 0, 0, "LMDB store directory for the lowest tier (empty: rows in DRAM)"},
     {"host-ratio", K_F64, F(host_ratio), 0, 0, 0, 1, "with lmdb: DRAM cache in front of the disk, fraction of rows"},
     {"warmup", K_STR, F(warmup), 0, 0, 0, 0, "frequency counts (ember count -o FILE) to preload the hottest rows"},
+    {"tier-hot", K_F64, F(tier_hot), 0, 0, 0, 1,
+     "precision tiers of the host store: fraction of each table's hottest rows (by the warmup counts) kept f32 "
+     "(tier-hot and tier-warm 0: no tiers)"},
+    {"tier-warm", K_F64, F(tier_warm), 0, 0, 0, 1,
+     "precision tiers: fraction of the next hottest rows kept f16; the rest are int8-rowwise"},
+    {"tier-rounding", K_ENUM, F(tier_rounding), ROUNDING, 2, 0, 0,
+     "precision tiers: how rows are compressed, stochastic | nearest"},
     {"checkpoint-dir", K_STR, F(checkpoint_dir), 0, 0, 0, 0, "where checkpoints go (empty: none)"},
     {"checkpoint-every", K_I64, F(checkpoint_every), 0, 0, 0, BIG, "steps between checkpoints (0: only at the end)"},
     {"resume", K_BOOL, F(resume), 0, 0, 0, 0, "continue from the newest checkpoint in checkpoint-dir"},
@@ -360,5 +369,20 @@ ember_status ember_train_config_validate(const ember_train_config *c) {
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: synthetic data needs data-dir");
     if (c->warmup[0] && c->cache_ratio == 0)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: warmup needs the cache (cache-ratio > 0)");
+    if (c->tier_hot > 0 || c->tier_warm > 0) {
+        const char *k = c->tier_hot > 0 ? "tier-hot" : "tier-warm";
+        if (c->tier_hot + c->tier_warm > 1)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: tier-hot %g + tier-warm %g is more than 1",
+                                c->tier_hot, c->tier_warm);
+        if (c->cache_ratio == 0)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                                "config: %s needs the cache's host store (cache-ratio > 0)", k);
+        if (c->lmdb[0])
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                                "config: %s needs the host store; the LMDB store (lmdb) takes no tiers", k);
+        if (!c->warmup[0])
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                                "config: %s needs warmup COUNTS (ember count -o FILE) to rank the rows", k);
+    }
     return EMBER_OK;
 }

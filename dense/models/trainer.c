@@ -95,6 +95,7 @@ struct ember_trainer {
     ember_comm *comm; /* the ranks (self without mpirun) */
     int rank, world;
     int64_t lb;       /* this rank's rows per batch: batch / world */
+    ember_plan_kind plan; /* cfg.plan with auto resolved (choose_plan) */
 };
 
 static double now_s(void) {
@@ -348,13 +349,21 @@ static ember_status prepare_data(ember_trainer *t) {
 
 /* ---- model ---- */
 
+/* The last error again, prefixed with what and path (the counts file behind a bad count). */
+static ember_status rewrap(ember_status st, const char *what, const char *path) {
+    char why[1024];
+    const char *e = ember_last_error(), *colon = strstr(e, ": ");
+    snprintf(why, sizeof why, "%s", colon && strncmp(e, "EMBER_", 6) == 0 ? colon + 2 : e);
+    return ember__error(st, "%s %s: %s", what, path, why);
+}
+
 static ember_status build_model(ember_trainer *t) {
     const ember_train_config *c = &t->cfg;
     ember_dlrm_config mc = {.num_dense = ND, .num_tables = NT, .table_rows = t->rows, .emb_dim = c->emb_dim,
                             .batch = t->lb, .seed = c->seed, .interaction = c->interaction,
                             .dcn_layers = c->interaction == EMBER_DLRM_DCN ? c->dcn_layers : 0,
                             .dcn_rank = c->interaction == EMBER_DLRM_DCN ? c->dcn_rank : 0,
-                            .comm = t->comm, .plan = c->plan};
+                            .comm = t->comm, .plan = t->plan};
     memcpy(mc.bottom, c->bottom, sizeof mc.bottom);
     memcpy(mc.top, c->top, sizeof mc.top);
     mc.sparse_lr = c->sparse_lr > 0 ? c->sparse_lr : c->lr;
@@ -376,6 +385,15 @@ static ember_status build_model(ember_trainer *t) {
         mc.keep_tables = c->resume; /* the store holds the checkpoint's rows */
     }
     if (c->cache_ratio > 0) mc.cache = &cc;
+    /* The warmup counts, read once: they rank the rows into precision tiers and warm the cache. */
+    ember_freq *freq = NULL;
+    ember_cache_tiers tiers = {.hot = c->tier_hot, .warm = c->tier_warm, .rounding = c->tier_rounding,
+                               .seed = c->seed ^ 0x7135ull};
+    if (mc.cache && c->warmup[0]) EMBER_TRY(ember_freq_load(c->warmup, NULL, &freq));
+    if (mc.cache && (c->tier_hot > 0 || c->tier_warm > 0)) {
+        tiers.counts = freq; /* validate made sure there are counts and the host store */
+        cc.tiers = &tiers;
+    }
     if (c->device_mem > 0) {
         /* one device budget for the cache's slots, the dense layers and the activations */
         EMBER_TRY(ember_memory_create(&(ember_memory_config){.device = EMBER_CPU,
@@ -384,8 +402,49 @@ static ember_status build_model(ember_trainer *t) {
         mc.mm = cc.mm = t->mm;
         mc.tier = EMBER_TIER_DEVICE;
     }
-    EMBER_TRY(ember_dlrm_create(&mc, &t->m));
-    if (c->warmup[0]) EMBER_TRY(ember_cache_warmup_file(ember_dlrm_cache(t->m), c->warmup));
+    ember_status st = ember_dlrm_create(&mc, &t->m);
+    if (st == EMBER_OK && freq) st = ember_cache_warmup_counts(ember_dlrm_cache(t->m), freq);
+    if (st != EMBER_OK && freq) st = rewrap(st, "warmup counts", c->warmup);
+    ember_freq_destroy(freq);
+    return st;
+}
+
+/* plan = auto on N ranks: table-wise or row-wise, whichever ember_plan_build predicts the
+   lower maximum lookups per rank for, from the warmup counts; without counts row-wise.
+   Every rank reads the same counts and so makes the same choice. */
+static ember_status choose_plan(ember_trainer *t) {
+    const ember_train_config *c = &t->cfg;
+    t->plan = c->plan == EMBER_TRAIN_PLAN_AUTO ? EMBER_PLAN_TABLEWISE : (ember_plan_kind)c->plan;
+    if (c->plan != EMBER_TRAIN_PLAN_AUTO || t->world < 2) return EMBER_OK;
+    if (!c->warmup[0]) {
+        t->plan = EMBER_PLAN_ROWWISE;
+        say(t, "plan auto: rowwise (no warmup counts to predict the loads; uniform ids spread evenly over row ranges)");
+        return EMBER_OK;
+    }
+    ember_freq *freq = NULL;
+    EMBER_TRY(ember_freq_load(c->warmup, NULL, &freq));
+    ember_plan_table pt[NT];
+    for (int k = 0; k < NT; k++) pt[k] = (ember_plan_table){.rows = t->rows[k], .dim = c->emb_dim};
+    static const ember_plan_kind kinds[2] = {EMBER_PLAN_TABLEWISE, EMBER_PLAN_ROWWISE};
+    ember_plan_stats ps[2];
+    ember_status st = EMBER_OK;
+    for (int i = 0; i < 2 && st == EMBER_OK; i++) {
+        ember_plan *plan = NULL;
+        st = ember_plan_build(&(ember_plan_params){.kind = kinds[i], .world = t->world, .num_tables = NT,
+                                                   .tables = pt, .freq = freq,
+                                                   .replicate = EMBER_PLAN_REPLICATE_NEVER,
+                                                   .budget = EMBER_PLAN_BUDGET_REPORT},
+                              &plan);
+        if (st == EMBER_OK) st = ember_plan_get_stats(plan, t->lb, &ps[i], NULL);
+        ember_plan_destroy(plan);
+    }
+    ember_freq_destroy(freq);
+    if (st != EMBER_OK) return rewrap(st, "plan auto: warmup counts", c->warmup);
+    t->plan = ps[1].max_lookups < ps[0].max_lookups ? EMBER_PLAN_ROWWISE : EMBER_PLAN_TABLEWISE;
+    say(t, "plan auto on %d ranks: tablewise max %.0f lookups per rank (imbalance %.2f), rowwise max %.0f "
+           "(imbalance %.2f), by the counts in %s: %s",
+        t->world, ps[0].max_lookups, ps[0].imbalance, ps[1].max_lookups, ps[1].imbalance, c->warmup,
+        ember_plan_kind_name(t->plan));
     return EMBER_OK;
 }
 
@@ -676,11 +735,15 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
             st = ember__error(EMBER_ERR_INVALID_ARGUMENT,
                               "%s: batch %lld is the global batch and must be a multiple of the %d ranks", fn,
                               (long long)cfg->batch, t->world);
-        else if (cfg->cache_ratio > 0 && (cfg->lmdb[0] || cfg->warmup[0]))
+        else if (cfg->cache_ratio > 0 &&
+                 (cfg->lmdb[0] || cfg->tier_hot > 0 || cfg->tier_warm > 0 ||
+                  (cfg->warmup[0] && cfg->plan != EMBER_TRAIN_PLAN_AUTO)))
             st = ember__error(EMBER_ERR_UNSUPPORTED,
                               "%s: %s needs the embedding cache, which is not supported on %d ranks yet (the "
                               "tables are sharded over the ranks, resident)",
-                              fn, cfg->lmdb[0] ? "lmdb" : "warmup", t->world);
+                              fn, cfg->lmdb[0] ? "lmdb" : cfg->tier_hot > 0 ? "tier-hot"
+                                                 : cfg->tier_warm > 0  ? "tier-warm" : "warmup",
+                              t->world);
         else if (cfg->cache_ratio > 0) {
             /* Departure from DESIGN.md section 8 (each shard behind its own cache): not yet.
                The shards stay resident; training is the same either way (the cache never
@@ -709,6 +772,7 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
     } else if (st == EMBER_OK) {
         st = prepare_data(t);
     }
+    if (st == EMBER_OK) st = choose_plan(t);
     if (st == EMBER_OK) st = build_model(t);
     if (st == EMBER_OK && cfg->resume) st = resume(t);
     if (st == EMBER_OK) st = ring_alloc(t);
@@ -1080,6 +1144,14 @@ void ember_train_report_print(const ember_train_report *r, const ember_train_con
                 (long long)s->slots, (long long)r->table_rows, 100.0 * (double)s->slots / (double)r->table_rows,
                 ember_cache_policy_name(c->cache_policy), c->lookahead, c->lmdb[0] ? ", LMDB store" : "",
                 100 * s->hit_rate, 100 * s->unique_hit_rate, moved / 1e6, 100 * s->hidden_fraction);
+        if (c->tier_hot > 0 || c->tier_warm > 0)
+            fprintf(f, "  tiers        host store %.1f MB vs %.1f MB as f32 (%.1f%%): %lld hot (f32), %lld warm (f16), "
+                       "%lld cold (int8) rows, %s rounding\n",
+                    (double)s->store_bytes / 1e6, (double)s->store_f32_bytes / 1e6,
+                    s->store_f32_bytes ? 100.0 * (double)s->store_bytes / (double)s->store_f32_bytes : 0.0,
+                    (long long)s->tier_rows[EMBER_CACHE_TIER_HOT], (long long)s->tier_rows[EMBER_CACHE_TIER_WARM],
+                    (long long)s->tier_rows[EMBER_CACHE_TIER_COLD],
+                    c->tier_rounding == EMBER_CACHE_ROUNDING_NEAREST ? "nearest" : "stochastic");
     }
     const ember_memory_stats *m = &r->memory;
     fprintf(f, "  peak memory  host %.0f MiB (parameters %.0f, optimizer state %.0f, cache %.0f, activations %.0f, "

@@ -43,11 +43,12 @@
  * Under mpirun (N ranks; ember_comm_create_default picks MPI). `batch` stays the global
  * batch: each rank's loader reads its batch / N rows of every global batch (an error
  * when N does not divide batch), the tables are sharded over the ranks by `plan`
- * (tablewise or rowwise) and the dense layers run data parallel (ember_dlrm's "On N
+ * (tablewise, rowwise or auto) and the dense layers run data parallel (ember_dlrm's "On N
  * ranks"): the same training as one process up to reduction order. The cache is not
  * yet combined with sharding: with N > 1, cache-ratio is ignored (said in the log) and
- * each rank keeps its shard resident; lmdb and warmup, which need the cache, are refused
- * (EMBER_ERR_UNSUPPORTED). Evaluation: each rank
+ * each rank keeps its shard resident; lmdb, tiers and warmup, which need the cache, are
+ * refused (EMBER_ERR_UNSUPPORTED), except warmup with plan = auto, which then only
+ * chooses the plan. Evaluation: each rank
  * scores its slice of every held-out batch, the probabilities and labels are gathered
  * in global order and every rank computes the same metrics. Only rank 0 writes the
  * metrics file, checkpoints and predictions; a checkpoint holds the whole tables (read
@@ -55,6 +56,24 @@
  * ranks wait for it: a checkpoint resumes at any number of ranks and any plan (every
  * rank reads the whole table files and keeps its rows). `profile` traces rank 0;
  * `warmup` and `lmdb` need the cache. Every trainer call is then collective.
+ *
+ * Precision tiers (tier-hot, tier-warm, tier-rounding; ember/cache.h "Precision tiers").
+ * With tier-hot or tier-warm above 0, the cache's host store keeps the hottest tier-hot
+ * of each table's rows as f32 records, the next tier-warm as f16 and the rest
+ * int8-rowwise, ranked by the `warmup` counts (`ember count -o FILE`), which are then
+ * required: without them ember_train_config_validate fails naming `warmup`. Tiers need
+ * the cache over the host store (cache-ratio > 0, no lmdb) and one process. The report
+ * gives the store's bytes beside the same rows as f32 records. Compressed rows are
+ * rounded, so a resume is exact only up to that rounding.
+ *
+ * Plan auto (plan = auto, under mpirun). Each rank builds a table-wise and a row-wise
+ * plan (ember_plan_build) over the `warmup` counts and takes the one with the lower
+ * predicted maximum lookups per rank (ties: table-wise); rank 0 logs both and the
+ * choice. Every rank reads the same counts, so all choose alike. With N > 1 ranks and
+ * plan = auto, `warmup` only feeds this choice (the cache is off on N ranks). Without
+ * counts, row-wise: uniform ids spread evenly over row ranges, while whole tables of
+ * different sizes cannot. In one process plan is ignored. The frequency-aware MINIMAX
+ * plan is not offered: the DLRM builds its own plans without counts (ember/dlrm.h).
  *
  * Thread safety: a trainer is used by one thread at a time.
  */
@@ -74,6 +93,8 @@ extern "C" {
 #endif
 
 #define EMBER_TRAIN_PATH_MAX 1024
+/** ember_train_config.plan: pick table-wise or row-wise under mpirun (see "Plan auto"). */
+#define EMBER_TRAIN_PLAN_AUTO (-1)
 
 /** Every field has a key of the same name with '-' for '_' (see ember_train_config_help). */
 typedef struct ember_train_config {
@@ -100,7 +121,8 @@ typedef struct ember_train_config {
     ember_optim_kind optimizer;           /* dense layers */
     int sparse_optimizer;                 /* an ember_sparse_optim, or -1: as optimizer */
     int threads;                          /* 0: ember_get_num_threads() */
-    ember_plan_kind plan;                 /* under mpirun: EMBER_PLAN_TABLEWISE (default) or _ROWWISE */
+    int plan;                             /* under mpirun: EMBER_PLAN_TABLEWISE (default), _ROWWISE, or
+                                             EMBER_TRAIN_PLAN_AUTO (see "Plan auto" above) */
     /* cache */
     double cache_ratio;                   /* device slots per table / rows; 0: resident */
     ember_cache_policy cache_policy;
@@ -108,6 +130,10 @@ typedef struct ember_train_config {
     char lmdb[EMBER_TRAIN_PATH_MAX];      /* LMDB store directory ("": the host store) */
     double host_ratio;                    /* LMDB: DRAM cache in front of the disk */
     char warmup[EMBER_TRAIN_PATH_MAX];    /* frequency-count file to warm the cache ("": none) */
+    double tier_hot, tier_warm;           /* precision tiers of the host store: fractions of each
+                                             table's rows kept f32 / f16, the rest int8-rowwise
+                                             (0 and 0: no tiers); need warmup counts */
+    ember_cache_rounding tier_rounding;   /* how rows are compressed into the warm and cold tiers */
     /* checkpoints and outputs */
     char checkpoint_dir[EMBER_TRAIN_PATH_MAX];
     int64_t checkpoint_every;             /* steps (0: only at the end) */
