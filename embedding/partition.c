@@ -680,7 +680,7 @@ static ember_status gather_counts(ctx *c) {
                                     "ember_plan_build: table %d (%s): counted id %lld outside its %lld rows (give the "
                                     "table's real row count, or count hashed ids)",
                                     i, pt->name ? pt->name : "", (long long)tc->ent[k].id, (long long)pt->rows);
-        qsort(tc->ent, (size_t)n, sizeof *tc->ent, cmp_idcnt);
+        if (n > 1) qsort(tc->ent, (size_t)n, sizeof *tc->ent, cmp_idcnt); /* ent may be NULL when n = 0 */
         int64_t m = 0;
         for (int64_t k = 0; k < n; k++) {
             if (tc->ent[k].cnt == 0) continue;
@@ -725,7 +725,7 @@ static ember_status make_items(ctx *c) {
         }
     }
     c->nitems = n;
-    qsort(c->items, (size_t)n, sizeof *c->items, cmp_item);
+    if (n > 1) qsort(c->items, (size_t)n, sizeof *c->items, cmp_item);
     for (int64_t j = 0; j < n; j++) {
         tcounts *tc = &c->tc[c->items[j].table];
         int64_t blk = c->items[j].block, lo = 0, hi = tc->nblk - 1;
@@ -1443,7 +1443,7 @@ static ember_status decode_table(rd *r, ember_plan *plan, int i) {
         int ns = 0;
         for (int d = 0; d < P; d++)
             if (t->cols[2 * d + 1] > t->cols[2 * d]) sl[ns++] = (rload){(double)t->cols[2 * d], d};
-        qsort(sl, (size_t)ns, sizeof *sl, cmp_rload);
+        if (ns > 1) qsort(sl, (size_t)ns, sizeof *sl, cmp_rload);
         int at_col = 0, tiled = 1;
         for (int k = 0; k < ns && tiled; k++) {
             tiled = t->cols[2 * sl[k].rank] == at_col;
