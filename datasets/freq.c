@@ -472,16 +472,7 @@ ember_status ember_freq_skew(const ember_freq *f, int table, int n, const double
 
 /* ---- file ---- */
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001B3);
-    }
-    return h;
-}
 
-#define FNV_INIT UINT64_C(0xCBF29CE484222325)
 
 typedef struct wbuf {
     FILE *f;
@@ -491,7 +482,7 @@ typedef struct wbuf {
 
 static void put(wbuf *w, const void *p, size_t n) {
     if (w->err) return;
-    w->h = fnv1a(w->h, p, n);
+    w->h = ember__fnv1a(w->h, p, n);
     if (fwrite(p, 1, n, w->f) != n) w->err = errno ? errno : EIO;
 }
 
@@ -513,7 +504,7 @@ ember_status ember_freq_save(const ember_freq *f, const char *path) {
     char tmp[1100];
     if (strlen(path) > 1000) return ember__error(EMBER_ERR_INVALID_ARGUMENT, "ember_freq_save: path too long");
     ember__temp_path(tmp, sizeof tmp, path);
-    wbuf w = {fopen(tmp, "wb"), FNV_INIT, 0};
+    wbuf w = {fopen(tmp, "wb"), EMBER__FNV_INIT, 0};
     if (!w.f) return ember__error(EMBER_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     put(&w, MAGIC, 8);
     put_u32(&w, EMBER_FREQ_VERSION);
@@ -587,7 +578,7 @@ ember_status ember_freq_load(const char *path, ember_memory *mm, ember_freq **ou
     else if (L < 32 || memcmp(b, MAGIC, 8) != 0) st = ember__error(EMBER_ERR_FORMAT, "%s: not an ember frequency file (no EMBRFREQ magic)", path);
     else if (get_u32(b + 8) != EMBER_FREQ_VERSION)
         st = ember__error(EMBER_ERR_FORMAT, "%s: frequency file version %u, this ember reads %d", path, get_u32(b + 8), EMBER_FREQ_VERSION);
-    else if (fnv1a(FNV_INIT, b, L - 8) != get_u64(b + L - 8))
+    else if (ember__fnv1a(EMBER__FNV_INIT, b, L - 8) != get_u64(b + L - 8))
         st = ember__error(EMBER_ERR_CHECKSUM, "%s: checksum mismatch (file damaged or truncated)", path);
     ember_freq *f = NULL;
     if (st == EMBER_OK) {

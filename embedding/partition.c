@@ -1254,15 +1254,6 @@ fail:
 
 static const char MAGIC[8] = {'E', 'M', 'B', 'R', 'P', 'L', 'A', 'N'};
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001B3);
-    }
-    return h;
-}
-#define FNV_INIT UINT64_C(0xCBF29CE484222325)
 
 typedef struct wr {
     unsigned char *buf; /* NULL: count only */
@@ -1338,7 +1329,7 @@ ember_status ember_plan_encode(const ember_plan *plan, void *buf, size_t cap, si
                             *size);
     w = (wr){.buf = buf};
     encode(plan, &w);
-    uint64_t h = fnv1a(FNV_INIT, buf, w.pos);
+    uint64_t h = ember__fnv1a(EMBER__FNV_INIT, buf, w.pos);
     put_u64(&w, h);
     return EMBER_OK;
 }
@@ -1505,7 +1496,7 @@ ember_status ember_plan_decode(const void *buf, size_t size, ember_memory *mm, e
         return BAD("ember_plan_decode: version %u, this ember reads version %d", version, EMBER_PLAN_VERSION);
     uint64_t want = 0;
     for (int i = 0; i < 8; i++) want |= (uint64_t)b[size - 8 + i] << (8 * i);
-    uint64_t got = fnv1a(FNV_INIT, b, size - 8);
+    uint64_t got = ember__fnv1a(EMBER__FNV_INIT, b, size - 8);
     if (want != got)
         return ember__error(EMBER_ERR_CHECKSUM, "ember_plan_decode: checksum %016llx, stored %016llx",
                             (unsigned long long)got, (unsigned long long)want);

@@ -44,6 +44,18 @@ ember_status ember__error(ember_status st, const char *fmt, ...)
 #define EMBER_VECTOR_CLONES
 #endif
 
+/* FNV-1a 64 of n bytes continuing from h (start with EMBER__FNV_INIT): the checksum of
+   the frequency-count and sharding-plan files. */
+#define EMBER__FNV_INIT UINT64_C(0xCBF29CE484222325)
+static inline uint64_t ember__fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= UINT64_C(0x100000001B3);
+    }
+    return h;
+}
+
 #define EMBER_TRY(expr)                         \
     do {                                        \
         ember_status ember__st = (expr);        \
