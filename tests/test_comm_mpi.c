@@ -28,7 +28,7 @@ static void put(void *p, ember_dtype dt, int64_t i, double v) {
     case EMBER_DTYPE_F16: ((uint16_t *)p)[i] = ember_f32_to_f16((float)v); break;
     case EMBER_DTYPE_BF16: ((uint16_t *)p)[i] = ember_f32_to_bf16((float)v); break;
     case EMBER_DTYPE_I8: ((int8_t *)p)[i] = (int8_t)v; break;
-    case EMBER_DTYPE_U8: ((uint8_t *)p)[i] = (uint8_t)v; break;
+    case EMBER_DTYPE_U8: ((uint8_t *)p)[i] = (uint8_t)(int64_t)v; break; /* -1 wraps, defined */
     case EMBER_DTYPE_I32: ((int32_t *)p)[i] = (int32_t)v; break;
     default: ((int64_t *)p)[i] = (int64_t)v; break;
     }

@@ -151,7 +151,7 @@ static int from_checkpoint(int argc, char **argv, int predict) {
     const char *cmd = predict ? "predict" : "eval";
     const char *dir = NULL, *data = NULL, *out = NULL;
     int threads = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf("usage: ember %s --checkpoint DIR %s [--threads N]\n", cmd,
@@ -174,7 +174,6 @@ static int from_checkpoint(int argc, char **argv, int predict) {
             fprintf(stderr, "ember %s: unknown option '%s'\n", cmd, a);
             return 2;
         }
-        i++;
     }
     if (!dir || (predict && !data)) {
         fprintf(stderr, "ember %s: --checkpoint DIR%s is required\n", cmd, predict ? " and --data PATH are" : "");
