@@ -133,6 +133,21 @@ static inline double check_elem(const void *p, ember_dtype dt, int64_t i) {
     }
 }
 
+/* Element i of a buffer of any dtype set from v (integers through int64, so negative
+   values wrap into unsigned types instead of being undefined); check_elem reads it. */
+static inline void check_put_elem(void *p, ember_dtype dt, int64_t i, double v) {
+    switch (dt) {
+    case EMBER_DTYPE_F32: ((float *)p)[i] = (float)v; break;
+    case EMBER_DTYPE_F16: ((uint16_t *)p)[i] = ember_f32_to_f16((float)v); break;
+    case EMBER_DTYPE_BF16: ((uint16_t *)p)[i] = ember_f32_to_bf16((float)v); break;
+    case EMBER_DTYPE_I8: ((int8_t *)p)[i] = (int8_t)(int64_t)v; break;
+    case EMBER_DTYPE_U8: ((uint8_t *)p)[i] = (uint8_t)(int64_t)v; break;
+    case EMBER_DTYPE_I32: ((int32_t *)p)[i] = (int32_t)(int64_t)v; break;
+    case EMBER_DTYPE_I64: ((int64_t *)p)[i] = (int64_t)v; break;
+    default: break;
+    }
+}
+
 /* Skip the whole binary (ctest SKIP_RETURN_CODE 77). */
 #define CHECK_SKIP(why)                         \
     do {                                        \

@@ -236,19 +236,6 @@ static double pattern(ember_dtype dt, int64_t i) {
     }
 }
 
-static void store(void *p, ember_dtype dt, int64_t i, double v) {
-    switch (dt) {
-    case EMBER_DTYPE_F32: ((float *)p)[i] = (float)v; break;
-    case EMBER_DTYPE_F16: ((uint16_t *)p)[i] = ember_f32_to_f16((float)v); break;
-    case EMBER_DTYPE_BF16: ((uint16_t *)p)[i] = ember_f32_to_bf16((float)v); break;
-    case EMBER_DTYPE_I8: ((int8_t *)p)[i] = (int8_t)v; break;
-    case EMBER_DTYPE_U8: ((uint8_t *)p)[i] = (uint8_t)v; break;
-    case EMBER_DTYPE_I32: ((int32_t *)p)[i] = (int32_t)v; break;
-    case EMBER_DTYPE_I64: ((int64_t *)p)[i] = (int64_t)v; break;
-    default: break;
-    }
-}
-
 static ember_tensor *new_tensor(ember_dtype dt, int ndim, const int64_t *shape) {
     ember_tensor_params p = {.dtype = dt, .ndim = ndim};
     for (int i = 0; i < ndim; i++) p.shape[i] = shape[i];
@@ -259,7 +246,7 @@ static ember_tensor *new_tensor(ember_dtype dt, int ndim, const int64_t *shape) 
 
 static ember_tensor *pattern_tensor(const pat_spec *s) {
     ember_tensor *t = new_tensor(s->dtype, s->ndim, s->shape);
-    for (int64_t i = 0; t && i < ember_tensor_numel(t); i++) store(ember_tensor_data(t), s->dtype, i, pattern(s->dtype, i));
+    for (int64_t i = 0; t && i < ember_tensor_numel(t); i++) check_put_elem(ember_tensor_data(t), s->dtype, i, pattern(s->dtype, i));
     return t;
 }
 

@@ -15,20 +15,8 @@ static const ember_dtype DTYPES[] = {EMBER_DTYPE_F32, EMBER_DTYPE_F16, EMBER_DTY
                                      EMBER_DTYPE_U8,  EMBER_DTYPE_I32, EMBER_DTYPE_I64};
 #define NDT ((int)(sizeof DTYPES / sizeof DTYPES[0]))
 
-static void put(void *p, ember_dtype dt, int64_t i, double v) {
-    switch (dt) {
-    case EMBER_DTYPE_F32: ((float *)p)[i] = (float)v; break;
-    case EMBER_DTYPE_F16: ((uint16_t *)p)[i] = ember_f32_to_f16((float)v); break;
-    case EMBER_DTYPE_BF16: ((uint16_t *)p)[i] = ember_f32_to_bf16((float)v); break;
-    case EMBER_DTYPE_I8: ((int8_t *)p)[i] = (int8_t)v; break;
-    case EMBER_DTYPE_U8: ((uint8_t *)p)[i] = (uint8_t)(int64_t)v; break; /* -1 wraps, defined */
-    case EMBER_DTYPE_I32: ((int32_t *)p)[i] = (int32_t)v; break;
-    default: ((int64_t *)p)[i] = (int64_t)v; break;
-    }
-}
-
 static void pattern(void *p, ember_dtype dt, int64_t n, int seed) {
-    for (int64_t i = 0; i < n; i++) put(p, dt, i, (double)((i * 7 + seed) % 23));
+    for (int64_t i = 0; i < n; i++) check_put_elem(p, dt, i, (double)((i * 7 + seed) % 23));
 }
 
 /* first index where a and b differ, or -1 */

@@ -22,18 +22,6 @@ static int R, N; /* this rank, world size */
 
 static double val(int r, int64_t i) { return (double)((i * 7 + r * 3 + 1) % 11); }
 
-static void put(void *p, ember_dtype dt, int64_t i, double v) {
-    switch (dt) {
-    case EMBER_DTYPE_F32: ((float *)p)[i] = (float)v; break;
-    case EMBER_DTYPE_F16: ((uint16_t *)p)[i] = ember_f32_to_f16((float)v); break;
-    case EMBER_DTYPE_BF16: ((uint16_t *)p)[i] = ember_f32_to_bf16((float)v); break;
-    case EMBER_DTYPE_I8: ((int8_t *)p)[i] = (int8_t)v; break;
-    case EMBER_DTYPE_U8: ((uint8_t *)p)[i] = (uint8_t)(int64_t)v; break; /* -1 wraps, defined */
-    case EMBER_DTYPE_I32: ((int32_t *)p)[i] = (int32_t)v; break;
-    default: ((int64_t *)p)[i] = (int64_t)v; break;
-    }
-}
-
 static double red(ember_reduce_op op, int64_t i) {
     double acc = val(0, i);
     for (int r = 1; r < N; r++) {
@@ -77,7 +65,7 @@ static void test_collectives(ember_comm *c, ember_dtype dt, int64_t n) {
     ember_reduce_op ops[] = {EMBER_REDUCE_SUM, EMBER_REDUCE_MAX, EMBER_REDUCE_MIN, EMBER_REDUCE_MEAN};
     for (int o = 0; o < 4; o++) {
         if (ops[o] == EMBER_REDUCE_MEAN && !ember_dtype_is_float(dt)) continue;
-        for (int64_t i = 0; i < n; i++) put(s, dt, i, val(R, i)), put(r, dt, i, -1), ref[i] = red(ops[o], i);
+        for (int64_t i = 0; i < n; i++) check_put_elem(s, dt, i, val(R, i)), check_put_elem(r, dt, i, -1), ref[i] = red(ops[o], i);
         CHECK_OK(ember_comm_all_reduce(c, s, r, n, dt, ops[o], NULL));
         check_array_tol("all_reduce", r, dt, ref, n, tol_of(ops[o], dt), __LINE__);
         if (o == 0) { /* in place, async */
@@ -88,7 +76,7 @@ static void test_collectives(ember_comm *c, ember_dtype dt, int64_t n) {
         }
     }
     /* all_gather: block r of recv is rank r's input */
-    for (int64_t i = 0; i < n; i++) put(s, dt, i, val(R, i));
+    for (int64_t i = 0; i < n; i++) check_put_elem(s, dt, i, val(R, i));
     for (int q = 0; q < N; q++)
         for (int64_t i = 0; i < n; i++) ref[q * n + i] = val(q, i);
     CHECK_OK(ember_comm_all_gather(c, s, r, n, dt, NULL));
@@ -100,7 +88,7 @@ static void test_collectives(ember_comm *c, ember_dtype dt, int64_t n) {
     /* reduce_scatter: recv = op over ranks of block `rank` */
     for (int o = 0; o < 4; o++) {
         if (ops[o] == EMBER_REDUCE_MEAN && !ember_dtype_is_float(dt)) continue;
-        for (int64_t k = 0; k < n * N; k++) put(s, dt, k, val(R, k));
+        for (int64_t k = 0; k < n * N; k++) check_put_elem(s, dt, k, val(R, k));
         for (int64_t i = 0; i < n; i++) ref[i] = red(ops[o], R * n + i);
         CHECK_OK(ember_comm_reduce_scatter(c, s, r, n, dt, ops[o], NULL));
         check_array_tol("reduce_scatter", r, dt, ref, n, tol_of(ops[o], dt), __LINE__);
@@ -110,14 +98,14 @@ static void test_collectives(ember_comm *c, ember_dtype dt, int64_t n) {
         }
     }
     /* all_to_all: block j of recv is block `rank` of rank j's input */
-    for (int64_t k = 0; k < n * N; k++) put(s, dt, k, val(R, k));
+    for (int64_t k = 0; k < n * N; k++) check_put_elem(s, dt, k, val(R, k));
     for (int j = 0; j < N; j++)
         for (int64_t i = 0; i < n; i++) ref[j * n + i] = val(j, R * n + i);
     CHECK_OK(ember_comm_all_to_all(c, s, r, n, dt, NULL));
     CHECK_ARRAY("all_to_all", r, dt, ref, n * N);
     /* broadcast from the last rank */
     int root = N - 1;
-    for (int64_t i = 0; i < n; i++) put(r, dt, i, R == root ? val(root, i) : 0), ref[i] = val(root, i);
+    for (int64_t i = 0; i < n; i++) check_put_elem(r, dt, i, R == root ? val(root, i) : 0), ref[i] = val(root, i);
     CHECK_OK(ember_comm_broadcast(c, r, n, dt, root, NULL));
     CHECK_ARRAY("broadcast", r, dt, ref, n);
     free(s);
@@ -143,8 +131,8 @@ static void test_all_to_all_v(ember_comm *c, ember_dtype dt, int64_t base, int g
     char *s = malloc((size_t)(stot + 1) * es), *r = malloc((size_t)(rtot + 1) * es);
     double *ref = malloc((size_t)(rtot + 1) * sizeof *ref);
     for (int j = 0; j < N; j++)
-        for (int64_t k = 0; k < sc[j]; k++) put(s, dt, sd[j] + k, val(R, j * 1000 + k));
-    for (int64_t k = 0; k < rtot; k++) put(r, dt, k, 99), ref[k] = 99;
+        for (int64_t k = 0; k < sc[j]; k++) check_put_elem(s, dt, sd[j] + k, val(R, j * 1000 + k));
+    for (int64_t k = 0; k < rtot; k++) check_put_elem(r, dt, k, 99), ref[k] = 99;
     for (int j = 0; j < N; j++)
         for (int64_t k = 0; k < rc[j]; k++) ref[rd[j] + k] = val(j, R * 1000 + k);
     CHECK_OK(ember_comm_all_to_all_v(c, s, sc, gaps ? sd : NULL, r, rc, gaps ? rd : NULL, dt, NULL));

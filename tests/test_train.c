@@ -237,6 +237,29 @@ static void test_bad_paths(void) {
     small(&c, NULL);
     snprintf(c.metrics, sizeof c.metrics, "%s/no/such/dir/m.jsonl", root);
     CHECK_STATUS(ember_trainer_create(&c, NULL, NULL, &t), EMBER_ERR_IO);
+    /* eval/predict on a directory without a complete checkpoint */
+    ember_train_config from;
+    CHECK_STATUS(ember_train_checkpoint_config(root, &from), EMBER_ERR_NOT_FOUND);
+    /* a MANIFEST that lacks the loader position: named, before any tensor is read */
+    small(&c, "torn");
+    char dir[EMBER_TRAIN_PATH_MAX + 16], path[EMBER_TRAIN_PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/ckpt-5", c.checkpoint_dir);
+    CHECK(mkdir(c.checkpoint_dir, 0755) == 0 && mkdir(dir, 0755) == 0);
+    size_t n = ember_train_config_format(&c, NULL, 0);
+    char *text = malloc(n + 1);
+    ember_train_config_format(&c, text, n + 1);
+    snprintf(path, sizeof path, "%s/train.conf", dir);
+    FILE *f = fopen(path, "w");
+    if (f) fputs(text, f), fclose(f);
+    free(text);
+    snprintf(path, sizeof path, "%s/MANIFEST", dir);
+    f = fopen(path, "w");
+    if (f) fputs("# ember training checkpoint\nformat = 1\nstep = 5\nepoch = 0\n", f), fclose(f);
+    CHECK_OK(ember_train_checkpoint_config(c.checkpoint_dir, &from));
+    CHECK_EQ_INT(from.batch, c.batch);
+    c.resume = 1;
+    CHECK_STATUS(ember_trainer_create(&c, NULL, NULL, &t), EMBER_ERR_FORMAT);
+    CHECK(strstr(ember_last_error(), "'position'") != NULL);
 }
 
 /* Learning: a few epochs' worth of a small synthetic set get within 0.02 of the Bayes AUC. */

@@ -542,11 +542,11 @@ ember_status ember_dlrm_read_table(ember_dlrm *m, int t, int64_t first, int64_t 
     }
     if (m->cache) {
         if (weights) EMBER_TRY(ember_cache_read_rows(m->cache, t, first, count, weights));
-        if (state && ember_dlrm_state_floats(m, t)) EMBER_TRY(ember_cache_read_state(m->cache, t, first, count, state));
+        if (state && m->sf[t]) EMBER_TRY(ember_cache_read_state(m->cache, t, first, count, state));
         return EMBER_OK;
     }
     if (weights) EMBER_TRY(ember_ebc_read_rows(m->ebc, t, first, count, weights));
-    if (state && ember_dlrm_state_floats(m, t)) EMBER_TRY(ember_ebc_read_state(m->ebc, t, first, count, state));
+    if (state && m->sf[t]) EMBER_TRY(ember_ebc_read_state(m->ebc, t, first, count, state));
     return EMBER_OK;
 }
 
@@ -560,12 +560,12 @@ ember_status ember_dlrm_write_table(ember_dlrm *m, int t, int64_t first, int64_t
     }
     if (m->cache) {
         if (weights) EMBER_TRY(ember_cache_write_rows(m->cache, t, first, count, weights));
-        if (state && ember_dlrm_state_floats(m, t))
+        if (state && m->sf[t])
             EMBER_TRY(ember_cache_write_state(m->cache, t, first, count, state));
         return EMBER_OK;
     }
     if (weights) EMBER_TRY(ember_ebc_write_rows(m->ebc, t, first, count, weights));
-    if (state && ember_dlrm_state_floats(m, t)) EMBER_TRY(ember_ebc_write_state(m->ebc, t, first, count, state));
+    if (state && m->sf[t]) EMBER_TRY(ember_ebc_write_state(m->ebc, t, first, count, state));
     return EMBER_OK;
 }
 

@@ -195,10 +195,16 @@ static ember_status read_text(const char *path, char **out) {
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return ember__error(EMBER_ERR_NOT_FOUND, "cannot read %s: %s", path, strerror(errno));
+    /* train.conf and MANIFEST, which ember writes: a few KiB */
     char *buf = malloc(1 << 16);
     size_t n = buf ? fread(buf, 1, (1 << 16) - 1, f) : 0;
+    int whole = buf && feof(f);
     fclose(f);
     if (!buf) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", path);
+    if (!whole) {
+        free(buf);
+        return ember__error(EMBER_ERR_FORMAT, "%s: not a checkpoint file of ember's (64 KiB or more)", path);
+    }
     buf[n] = '\0';
     *out = buf;
     return EMBER_OK;
@@ -624,12 +630,10 @@ ember_status ember_train_checkpoint_config(const char *root, ember_train_config 
     EMBER_CHECK_NULL(cfg, "ember_train_checkpoint_config");
     int64_t s = find_checkpoint(root, -1);
     if (s < 0) return ember__error(EMBER_ERR_NOT_FOUND, "no complete checkpoint (ckpt-N/MANIFEST) in %s", root);
-    char path[EMBER_TRAIN_PATH_MAX + 128], *text;
+    char path[EMBER_TRAIN_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/ckpt-%lld/train.conf", root, (long long)s);
-    EMBER_TRY(read_text(path, &text));
     ember_train_config_defaults(cfg);
-    ember_status st = ember_train_config_parse(cfg, text, path);
-    free(text);
+    ember_status st = ember_train_config_load(cfg, path);
     if (st == EMBER_OK) snprintf(cfg->checkpoint_dir, sizeof cfg->checkpoint_dir, "%s", root);
     return st;
 }
