@@ -44,8 +44,8 @@ constexpr int kMaxC = 8; /* columns per lane held in registers */
 constexpr int kWarp = 32;
 
 struct Ctx {
-    int dev;
-    cudaStream_t stream;
+    int dev = -1;
+    cudaStream_t stream = nullptr;
 };
 
 ember_status enter(int dev, const char *fn, Ctx *c) {
@@ -257,6 +257,89 @@ __device__ __forceinline__ float row_multiplier(const ember__ebc_optim &o, float
 }
 
 /*
+ * A run's positions base .. base + 31 (below k1), one per lane: its bag and coefficient.
+ * The run's sum then takes them from lane e in turn (a shuffle), so a hot id's long run
+ * costs one round of dependent loads (pos -> bag, coef) per 32 positions instead of one
+ * per position; the order of the sum, and so every bit of it, is unchanged.
+ */
+struct RunMeta {
+    int32_t bag;
+    float c;
+};
+
+__device__ __forceinline__ RunMeta run_meta(const int32_t *pos, const int32_t *bag_of, const float *coef,
+                                            int32_t base, int32_t k1, int lane) {
+    RunMeta m = {0, 0.0f};
+    if (base + lane < k1) {
+        const int32_t p = pos[base + lane];
+        m.bag = bag_of[p];
+        m.c = coef[p];
+    }
+    return m;
+}
+
+/* g[i] (lane's columns lane + 32 i) += the run's gradient over sorted positions [a, b), in order. */
+__device__ __forceinline__ void sum_positions(const int32_t *pos, const int32_t *bag_of, const float *coef,
+                                              const float *grad, int64_t ld, int64_t out_col, int dim,
+                                              int32_t a, int32_t b, int lane, float *g) {
+    for (int32_t base = a; base < b; base += kWarp) {
+        const RunMeta m = run_meta(pos, bag_of, coef, base, b, lane);
+        const int cnt = b - base < kWarp ? b - base : kWarp;
+#pragma unroll 4
+        for (int e = 0; e < cnt; e++) {
+            const float c = __shfl_sync(0xffffffffu, m.c, e);
+            const float *dy = grad + (int64_t)__shfl_sync(0xffffffffu, m.bag, e) * ld + out_col;
+#pragma unroll
+            for (int i = 0; i < kMaxC; i++) {
+                const int j = lane + i * kWarp;
+                if (j < dim) g[i] += c * dy[j];
+            }
+        }
+    }
+}
+
+/*
+ * Runs longer than kLongRun (a hot id of a skewed batch holds thousands of positions)
+ * are summed by a block instead of one warp: warp w sums the w-th of kLongWarps
+ * contiguous pieces in order, then warp 0 adds the pieces in order into G[run] (the
+ * fused kernel takes it from there). Deterministic; the grid strides over the runs,
+ * so no count comes back to the host.
+ */
+constexpr int kLongRun = 128;
+constexpr int kLongWarps = 16;
+
+__global__ void __launch_bounds__(kLongWarps * kWarp)
+long_runs_kernel(const ember__ebc_tdesc t, const uint64_t *ids, const int32_t *pos, const int32_t *run_start,
+                 const int32_t *num_runs, const int32_t *bag_of, const float *coef, const float *grad,
+                 int64_t ld, float *G) {
+    __shared__ float part[kLongWarps][kWarp * kMaxC];
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x & (kWarp - 1);
+    const int dim = t.dim;
+    const int64_t nr = *num_runs;
+    for (int64_t run = blockIdx.x; run < nr; run += gridDim.x) {
+        const int32_t k0 = run_start[run], k1 = run_start[run + 1];
+        if (k1 - k0 <= kLongRun || ids[k0] >= (uint64_t)t.rows) continue; /* the same for the block */
+        const int32_t piece = (k1 - k0 + kLongWarps - 1) / kLongWarps;
+        const int32_t a = k0 + warp * piece < k1 ? k0 + warp * piece : k1;
+        const int32_t b = a + piece < k1 ? a + piece : k1;
+        float g[kMaxC];
+#pragma unroll
+        for (int i = 0; i < kMaxC; i++) g[i] = 0.0f;
+        sum_positions(pos, bag_of, coef, grad, ld, t.out_col, dim, a, b, lane, g);
+#pragma unroll
+        for (int i = 0; i < kMaxC; i++) part[warp][lane + i * kWarp] = g[i];
+        __syncthreads();
+        if (warp == 0)
+            for (int j = lane; j < dim; j += kWarp) {
+                float acc = 0.0f;
+                for (int w = 0; w < kLongWarps; w++) acc += part[w][j];
+                G[run * (int64_t)dim + j] = acc;
+            }
+        __syncthreads();
+    }
+}
+
+/*
  * Fused: one warp per unique id, lane l holds columns l + 32 i (i < kMaxC). The run's
  * gradient is summed in sorted order (positions ascending), then clipped, L2-decayed
  * and applied; int8 rows are re-quantised over the warp's min/max.
@@ -266,7 +349,7 @@ __global__ void update_fused_kernel(const ember__ebc_tdesc t, const uint64_t *id
                                     const int32_t *pos, const int32_t *run_start,
                                     const int32_t *num_runs, const int32_t *bag_of,
                                     const float *coef, const float *grad, int64_t ld,
-                                    const ember__ebc_optim o) {
+                                    const float *G, const ember__ebc_optim o) {
     const int64_t run = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / kWarp;
     const int lane = threadIdx.x & (kWarp - 1);
     if (run >= *num_runs) return;
@@ -276,15 +359,14 @@ __global__ void update_fused_kernel(const ember__ebc_tdesc t, const uint64_t *id
     float g[kMaxC];
 #pragma unroll
     for (int i = 0; i < kMaxC; i++) g[i] = 0.0f;
-    for (int32_t k = k0; k < k1; k++) {
-        const int32_t p = pos[k];
-        const float c = coef[p];
-        const float *dy = grad + (int64_t)bag_of[p] * ld + t.out_col;
+    if (k1 - k0 > kLongRun) { /* summed by long_runs_kernel */
 #pragma unroll
         for (int i = 0; i < kMaxC; i++) {
             const int j = lane + i * kWarp;
-            if (j < dim) g[i] += c * dy[j];
+            if (j < dim) g[i] = G[run * (int64_t)dim + j];
         }
+    } else {
+        sum_positions(pos, bag_of, coef, grad, ld, t.out_col, dim, k0, k1, lane, g);
     }
     Row r = open_row<FMT>(t, ids[k0]);
     float w[kMaxC];
@@ -351,13 +433,15 @@ __global__ void coalesce_kernel(const ember__ebc_tdesc t, const uint64_t *ids, c
     const int32_t k0 = run_start[run], k1 = run_start[run + 1];
     if (ids[k0] >= (uint64_t)t.rows) return;
     float *gr = G + run * (int64_t)t.dim;
-    for (int j = lane; j < t.dim; j += kWarp) {
-        float acc = 0.0f;
-        for (int32_t k = k0; k < k1; k++) {
-            const int32_t p = pos[k];
-            acc += coef[p] * grad[(int64_t)bag_of[p] * ld + t.out_col + j];
+    for (int j = lane; j < t.dim; j += kWarp) gr[j] = 0.0f;
+    for (int32_t base = k0; base < k1; base += kWarp) {
+        const RunMeta m = run_meta(pos, bag_of, coef, base, k1, lane);
+        const int cnt = k1 - base < kWarp ? k1 - base : kWarp;
+        for (int e = 0; e < cnt; e++) {
+            const float c = __shfl_sync(0xffffffffu, m.c, e);
+            const float *dy = grad + (int64_t)__shfl_sync(0xffffffffu, m.bag, e) * ld + t.out_col;
+            for (int j = lane; j < t.dim; j += kWarp) gr[j] += c * dy[j];
         }
-        gr[j] = acc;
     }
 }
 
@@ -446,9 +530,15 @@ template <int FMT>
 void launch_update_fmt(const Ctx &c, unsigned grid, const ember__ebc_tdesc &t, const uint64_t *ids,
                        const int32_t *pos, const int32_t *run_start, const int32_t *num_runs,
                        const int32_t *bag_of, const float *coef, const float *grad, int64_t ld,
-                       const ember__ebc_optim &o) {
+                       float *G, const ember__ebc_optim &o) {
+    if (t.length > kLongRun) {
+        /* a block per long run, the grid striding over every run (capped: most are short) */
+        int64_t blocks = t.length / kLongRun + 1;
+        long_runs_kernel<<<(unsigned)(blocks < 1024 ? blocks : 1024), kLongWarps * kWarp, 0, c.stream>>>(
+            t, ids, pos, run_start, num_runs, bag_of, coef, grad, ld, G);
+    }
     update_fused_kernel<FMT><<<grid, kBlock, 0, c.stream>>>(t, ids, pos, run_start, num_runs, bag_of,
-                                                            coef, grad, ld, o);
+                                                            coef, grad, ld, G, o);
 }
 
 template <int FMT>
@@ -586,9 +676,10 @@ ember_status ember__ebc_forward_cuda(int dev, int kernel, const ember__ebc_tdesc
             EMBER_TRY(ember__cuda_memcpy(dev, &off0, d.offsets, 8, EMBER__D2H, 1));
             EMBER_TRY(ember__cuda_memcpy(dev, &offB, d.offsets + batch, 8, EMBER__D2H, 1));
             const int64_t nnz = offB - off0;
+            /* bags_kernel writes bag_of and coef at value positions, [off0, offB) */
             size_t o_off = 0, o_bag = align256((size_t)(batch + 1) * 8);
-            size_t o_coef = o_bag + align256((size_t)nnz * 4 + 4);
-            size_t used = o_coef + align256((size_t)nnz * 4 + 4);
+            size_t o_coef = o_bag + align256((size_t)offB * 4 + 4);
+            size_t used = o_coef + align256((size_t)offB * 4 + 4);
             EMBER_TRY(ember__ebc_ws_reserve(ws, used + kSpmmReserve, fn));
             char *w = (char *)ws->ptr;
             int64_t *norm = (int64_t *)(w + o_off);
@@ -597,7 +688,7 @@ ember_status ember__ebc_forward_cuda(int dev, int kernel, const ember__ebc_tdesc
             offsets_kernel<<<blocks_for(batch + 1), kBlock, 0, c.stream>>>(d.offsets, batch, norm);
             bags_kernel<<<blocks_for(batch), kBlock, 0, c.stream>>>(d, batch, bag_of, coef);
             EMBER_TRY(check(cudaSuccess, c, "ember_ebc_forward: offsets/bags kernels"));
-            EMBER_TRY(spmm(c, sparse_handle, batch, d.rows, nnz, norm, d.values + off0, coef,
+            EMBER_TRY(spmm(c, sparse_handle, batch, d.rows, nnz, norm, d.values + off0, coef + off0,
                            CUSPARSE_INDEX_64I, (const float *)d.base, d.dim, d.stride / 4,
                            out + d.out_col, ld, ws, used, "ember_ebc_forward: cusparseSpMM"));
             continue;
@@ -658,7 +749,8 @@ ember_status ember__ebc_backward_cuda(int dev, int kernel, const ember__ebc_tdes
         const size_t o_start = carve((size_t)(n + 1) * 4), o_nruns = carve(4);
         const size_t o_bag = carve((size_t)n * 4), o_coef = carve((size_t)n * 4);
         const size_t o_temp = carve(temp_b);
-        const size_t o_G = (sparse || wide) ? carve((size_t)n * (size_t)d.dim * 4) : sz;
+        /* G: the wide and cuSPARSE paths' gradients, or the fused path's long-run sums */
+        const size_t o_G = carve((size_t)n * (size_t)d.dim * 4);
         const size_t o_col = sparse ? carve((size_t)n * 4) : sz;
         const size_t o_val = sparse ? carve((size_t)n * 4) : sz;
         size_t reserve = sz;
@@ -694,26 +786,26 @@ ember_status ember__ebc_backward_cuda(int dev, int kernel, const ember__ebc_tdes
         EMBER_TRY(check(cudaSuccess, c, "close_runs_kernel"));
 
         const unsigned gw = blocks_for(n * kWarp); /* a warp per run, at most n runs */
+        float *G = (float *)(w + o_G);
         if (!sparse && !wide) {
             switch (d.format) {
             case EMBER_ROW_FORMAT_F32:
-                launch_update_fmt<EMBER_ROW_FORMAT_F32>(c, gw, d, kout, pout, start, nruns, bag_of, coef, grad, ld, o);
+                launch_update_fmt<EMBER_ROW_FORMAT_F32>(c, gw, d, kout, pout, start, nruns, bag_of, coef, grad, ld, G, o);
                 break;
             case EMBER_ROW_FORMAT_F16:
-                launch_update_fmt<EMBER_ROW_FORMAT_F16>(c, gw, d, kout, pout, start, nruns, bag_of, coef, grad, ld, o);
+                launch_update_fmt<EMBER_ROW_FORMAT_F16>(c, gw, d, kout, pout, start, nruns, bag_of, coef, grad, ld, G, o);
                 break;
             case EMBER_ROW_FORMAT_BF16:
-                launch_update_fmt<EMBER_ROW_FORMAT_BF16>(c, gw, d, kout, pout, start, nruns, bag_of, coef, grad, ld, o);
+                launch_update_fmt<EMBER_ROW_FORMAT_BF16>(c, gw, d, kout, pout, start, nruns, bag_of, coef, grad, ld, G, o);
                 break;
             default:
                 launch_update_fmt<EMBER_ROW_FORMAT_INT8_ROWWISE>(c, gw, d, kout, pout, start, nruns, bag_of, coef,
-                                                                 grad, ld, o);
+                                                                 grad, ld, G, o);
                 break;
             }
             EMBER_TRY(check(cudaSuccess, c, "update_fused_kernel"));
             continue;
         }
-        float *G = (float *)(w + o_G);
         if (!sparse) {
             coalesce_kernel<<<gw, kBlock, 0, c.stream>>>(d, kout, pout, start, nruns, bag_of, coef, grad, ld, G);
             EMBER_TRY(check(cudaSuccess, c, "coalesce_kernel"));
