@@ -21,6 +21,7 @@ typedef struct ember_bench_opts {
     int json;  /* JSON lines instead of a table */
     int tiny;  /* smallest sizes: for the test suite, not for numbers */
     int ranks; /* dlrm: > 0 measures 1, 2, 4, ... up to this many ranks under mpiexec */
+    int cuda;  /* --device cuda: the suites that take it (cache, offload, embedding) run on cuda:0 */
 } ember_bench_opts;
 
 typedef ember_status (*ember_bench_fn)(const ember_bench_opts *o);

@@ -16,6 +16,9 @@
  * hidden (the fraction of the worker's prepare time that overlapped the step). The
  * cache is warm-started from frequency counts of batches before the timed ones, then
  * run for a few steps; timed steps use batches it has not seen.
+ *
+ * --device cuda: the device cache (and the resident collection) in GPU memory, the
+ * prepare on host threads, each step synchronised so the host clock times it.
  */
 #include <math.h>
 #include <stdio.h>
@@ -63,7 +66,39 @@ typedef struct data {
     int64_t *off;              /* (B + 1,) one id per bag */
     ember_jagged_feature *f;   /* (nb, NT) */
     ember_jagged *j;           /* (nb,) */
+    /* --device cuda: the collection's memory, and the pool again in GPU memory for the
+       resident case (the cache takes host batches: its prepare runs on the host) */
+    ember_memory *mm;
+    ember_tensor *dids, *doff;
+    ember_jagged_feature *df;
+    ember_jagged *dj;
 } data;
+
+static ember_status data_upload(data *d) {
+    size_t n = (size_t)d->nb * NT * (size_t)d->B;
+    EMBER_TRY(ember_memory_create(&(ember_memory_config){.device = EMBER_CUDA(0)}, &d->mm));
+    ember_tensor *h = NULL;
+    ember_status st = ember_tensor_wrap(d->ids, EMBER_DTYPE_I64, 1, (int64_t[]){(int64_t)n}, NULL, EMBER_CPU, &h);
+    if (st == EMBER_OK) st = ember_tensor_clone(h, EMBER_TIER_DEVICE, d->mm, &d->dids);
+    ember_tensor_destroy(h);
+    h = NULL;
+    if (st == EMBER_OK)
+        st = ember_tensor_wrap(d->off, EMBER_DTYPE_I64, 1, (int64_t[]){d->B + 1}, NULL, EMBER_CPU, &h);
+    if (st == EMBER_OK) st = ember_tensor_clone(h, EMBER_TIER_DEVICE, d->mm, &d->doff);
+    ember_tensor_destroy(h);
+    EMBER_TRY(st);
+    d->df = malloc((size_t)d->nb * NT * sizeof *d->df);
+    d->dj = malloc((size_t)d->nb * sizeof *d->dj);
+    if (!d->df || !d->dj) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "bench cache: device batches");
+    const int64_t *ids = ember_tensor_data(d->dids), *off = ember_tensor_data(d->doff);
+    for (int k = 0; k < d->nb; k++) {
+        for (int t = 0; t < NT; t++)
+            d->df[k * NT + t] = (ember_jagged_feature){
+                .values = ids + ((size_t)k * NT + (size_t)t) * (size_t)d->B, .offsets = off, .length = d->B};
+        d->dj[k] = (ember_jagged){.batch = d->B, .num_features = NT, .features = d->df + (size_t)k * NT};
+    }
+    return EMBER_OK;
+}
 
 static ember_status data_make(data *d, const ember_bench_opts *o) {
     memset(d, 0, sizeof *d);
@@ -91,7 +126,7 @@ static ember_status data_make(data *d, const ember_bench_opts *o) {
                 .values = d->ids + ((size_t)k * NT + (size_t)t) * (size_t)d->B, .offsets = d->off, .length = d->B};
         d->j[k] = (ember_jagged){.batch = d->B, .num_features = NT, .features = d->f + (size_t)k * NT};
     }
-    return EMBER_OK;
+    return o->cuda ? data_upload(d) : EMBER_OK;
 }
 
 static void data_free(data *d) {
@@ -99,6 +134,11 @@ static void data_free(data *d) {
     free(d->off);
     free(d->f);
     free(d->j);
+    free(d->df);
+    free(d->dj);
+    ember_tensor_destroy(d->dids);
+    ember_tensor_destroy(d->doff);
+    ember_memory_destroy(d->mm);
 }
 
 static ember_ebc_table_config *tables_of(const data *d, ember_ebc_table_config *tc) {
@@ -133,12 +173,13 @@ static ember_status step_op(void *arg) {
     loop *l = arg;
     ember_ebc_call call = {.lr = LR, .step = l->step + 1};
     if (!l->c) {
-        const ember_jagged *j = &l->d->j[(l->first + l->step) % l->d->nb];
+        const ember_jagged *j = &(l->d->dj ? l->d->dj : l->d->j)[(l->first + l->step) % l->d->nb];
         EMBER_TRY(ember_ebc_forward(l->ebc, j, l->out, &(ember_ebc_call){.trusted = 1}));
         call.trusted = 1;
         EMBER_TRY(ember_ebc_backward(l->ebc, j, l->grad, &call));
         l->step++;
-        return EMBER_OK;
+        /* on a GPU, wait for the step, so the host clock times the work */
+        return l->d->mm ? ember_device_synchronize(EMBER_CUDA(0)) : EMBER_OK;
     }
     EMBER_TRY(submit_ahead(l));
     ember_cache_batch *b = NULL;
@@ -147,6 +188,7 @@ static ember_status step_op(void *arg) {
     if (st == EMBER_OK) st = ember_cache_backward(l->c, b, l->grad, &call);
     ember_status rs = ember_cache_release(l->c, b, 1);
     l->step++;
+    if (st == EMBER_OK && rs == EMBER_OK && l->d->mm) rs = ember_device_synchronize(EMBER_CUDA(0));
     return st != EMBER_OK ? st : rs;
 }
 
@@ -173,14 +215,18 @@ static ember_status run_case(const ember_bench_opts *o, const data *d, const cha
     loop l = {.d = d, .look = 1};
     ember_rng rng = {.seed = 2024};
     char dir[256] = "";
-    ember_tensor_params tp = {.dtype = EMBER_DTYPE_F32, .ndim = 2, .shape = {d->B, NT * DIM}};
+    ember_tensor_params tp = {.dtype = EMBER_DTYPE_F32, .ndim = 2, .shape = {d->B, NT * DIM},
+                              .tier = d->mm ? EMBER_TIER_DEVICE : EMBER_TIER_HOST, .mm = d->mm};
     ember_status st = ember_tensor_create(&tp, &l.out);
     if (st == EMBER_OK) st = ember_tensor_create(&tp, &l.grad);
     ember_rng g = {.seed = 7};
     if (st == EMBER_OK) st = ember_rng_uniform(&g, l.grad, -1e-3f, 1e-3f);
     if (st != EMBER_OK) {
     } else if (ratio <= 0) {
-        st = ember_ebc_create(&ec, &l.ebc);
+        ember_ebc_config rc = ec;
+        rc.mm = d->mm;
+        rc.tier = d->mm ? EMBER_TIER_DEVICE : EMBER_TIER_HOST;
+        st = ember_ebc_create(&rc, &l.ebc);
         if (st == EMBER_OK) st = ember_ebc_init_uniform(l.ebc, &rng, -0.05f, 0.05f);
     } else {
         if (lmdb) {
@@ -188,6 +234,7 @@ static ember_status run_case(const ember_bench_opts *o, const data *d, const cha
             snprintf(dir, sizeof dir, "%s/ember-bench-cache-%d", tmp && *tmp ? tmp : "/tmp", (int)getpid());
         }
         st = ember_cache_create(&(ember_cache_config){.collection = ec,
+                                                      .mm = d->mm,
                                                       .ratio = ratio,
                                                       .min_slots = 3 * d->B,
                                                       .lookahead = l.look,
@@ -218,9 +265,10 @@ static ember_status run_case(const ember_bench_opts *o, const data *d, const cha
         char params[4096], sj[3072] = "";
         int n = snprintf(params, sizeof params,
                          "\"tables\":%d,\"rows_total\":33762577,\"dim\":%d,\"batch\":%lld,\"optim\":\"adagrad\","
-                         "\"zipf_s\":%.2f,\"ratio\":%.4g,\"store\":\"%s\",\"lookahead\":%d,\"threads\":%d",
+                         "\"zipf_s\":%.2f,\"ratio\":%.4g,\"store\":\"%s\",\"lookahead\":%d,\"threads\":%d,\"device\":\"%s\"",
                          NT, DIM, (long long)d->B, ZIPF_S, ratio > 0 ? ratio : 1.0,
-                         ratio <= 0 ? "resident" : lmdb ? "lmdb" : "host", l.look, ember_get_num_threads());
+                         ratio <= 0 ? "resident" : lmdb ? "lmdb" : "host", l.look, ember_get_num_threads(),
+                         d->mm ? "cuda:0" : "cpu");
         ember_bench_emit(o, "cache", name, "rows", res->rows_s, "rows/s", params);
         if (l.c) {
             const ember_cache_stats *s = &res->st;

@@ -8,6 +8,7 @@
 
 #include "bench/bench.h"
 #include "ember/ember.h"
+#include "ember/profiler.h"
 #include "tools/cli.h"
 
 static int cmd_bench(int argc, char **argv);
@@ -26,7 +27,7 @@ static const struct {
     {"version", "", "print the version", cmd_version},
     {"doctor", "[--quick] [--json]",
      "features, threads, measured memory bandwidth and GEMM speed, GPUs found", ember_cmd_doctor},
-    {"bench", "SUITE [--quick] [--json]", "run a benchmark suite (ember bench --list)", cmd_bench},
+    {"bench", "SUITE [--quick] [--json] [--device cuda] [--profile FILE]", "run a benchmark suite (ember bench --list)", cmd_bench},
     {"convert", "TSV... -o PREFIX", "Criteo TSV (plain, gzip, stdin) to npy triplets", ember_cmd_convert},
     {"gen-data", "--rows N -o PATH", "synthetic Criteo (Zipf ids, known Bayes AUC) as TSV or npy", ember_cmd_gen_data},
     {"count", "INPUT... -o COUNTS", "per-(table, id) frequency counts and skew of training data", ember_cmd_count},
@@ -55,13 +56,22 @@ static void usage(FILE *f) {
 
 static int cmd_bench(int argc, char **argv) {
     ember_bench_opts o = {0};
-    const char *suite = NULL;
+    const char *suite = NULL, *profile = NULL;
     int list = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) o.quick = 1;
         else if (strcmp(argv[i], "--json") == 0) o.json = 1;
         else if (strcmp(argv[i], "--tiny") == 0) o.tiny = o.quick = 1;
         else if (strcmp(argv[i], "--list") == 0) list = 1;
+        else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) profile = argv[++i];
+        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+            const char *d = argv[++i];
+            if (strcmp(d, "cuda") == 0 || strcmp(d, "cuda:0") == 0) o.cuda = 1;
+            else if (strcmp(d, "cpu") != 0) {
+                fprintf(stderr, "ember bench: --device takes cpu or cuda, not '%s'\n", d);
+                return 2;
+            }
+        }
         else if (strcmp(argv[i], "--ranks") == 0 && i + 1 < argc) {
             char *end;
             long n = strtol(argv[++i], &end, 10);
@@ -90,10 +100,36 @@ static int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "ember bench: --ranks is an option of the dlrm suite only\n");
         return 2;
     }
+    if (o.cuda && strcmp(suite, "cache") != 0 && strcmp(suite, "offload") != 0) {
+        fprintf(stderr, "ember bench: --device cuda is an option of the cache and offload suites (the embedding "
+                        "suite adds its GPU cases by itself when there is a GPU)\n");
+        return 2;
+    }
+    if (o.cuda && ember_cuda_device_count() == 0) {
+        ember_features f;
+        ember_get_features(&f);
+        fprintf(stderr, "ember bench %s: --device cuda, but no CUDA device is visible%s\n", suite,
+                f.cuda ? "" : " (this build has no CUDA)");
+        return 1;
+    }
     for (const ember_bench_suite *s = ember_bench_suites; s->name; s++) {
         if (strcmp(s->name, suite) != 0) continue;
         if (!o.json) printf("%-8s %-28s %-14s %12s %s\n", "suite", "case", "metric", "value", "unit");
-        ember_status st = s->run(&o);
+        /* --profile FILE: the whole suite under the profiler (device work synchronised at
+           each scope, so times are attributable but the figures are not the suite's own):
+           a Chrome trace in FILE, the summary table in FILE.txt */
+        ember_status st = profile ? ember_profiler_start(&(ember_profiler_config){.sync_device = 1,
+                                                                                 .probes = EMBER_PROFILER_PROBE_MEMCPY})
+                                  : EMBER_OK;
+        if (st == EMBER_OK) st = s->run(&o);
+        if (profile) {
+            ember_status ps = ember_profiler_stop();
+            char txt[4096];
+            snprintf(txt, sizeof txt, "%s.txt", profile);
+            if (ps == EMBER_OK) ps = ember_profiler_write_trace(profile);
+            if (ps == EMBER_OK) ps = ember_profiler_write_summary(txt);
+            if (st == EMBER_OK) st = ps;
+        }
         if (st != EMBER_OK) {
             fprintf(stderr, "ember bench %s: %s\n", suite, ember_last_error());
             return 1;

@@ -74,6 +74,10 @@ def main():
             ids.append(torch.from_numpy(zipf_ids(np, keys, rows[t])))
         pool.append(ids)
     offsets = torch.arange(0, batch, dtype=torch.int64)
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        pool = [[ids.to(dev) for ids in b] for b in pool]
+        offsets = offsets.to(dev)
 
     torch.manual_seed(2024)
     tables = []
@@ -81,10 +85,11 @@ def main():
         e = torch.nn.EmbeddingBag(n, DIM, mode="sum", sparse=True)
         with torch.no_grad():
             e.weight.uniform_(-0.05, 0.05)
-        tables.append(e)
+        tables.append(e.to(dev))
     params = [p for e in tables for p in e.parameters()]
     opt = torch.optim.Adagrad(params, lr=LR)
-    grad = torch.rand(batch, nt * DIM, generator=torch.Generator().manual_seed(7)) * 2e-3 - 1e-3
+    grad = (torch.rand(batch, nt * DIM, generator=torch.Generator().manual_seed(7)) * 2e-3 - 1e-3).to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else None
 
     state = {"k": nb // 4 + 4}  # the batches ember times: after its warm-up batches
 
@@ -97,10 +102,10 @@ def main():
         opt.step()
 
     def timed():
-        return common.best_seconds(step, args.min_time, repeats=args.repeats)
+        return common.best_seconds(step, args.min_time, repeats=args.repeats, sync=sync)
 
-    if args.threads > 0:
-        threads = args.threads
+    if args.threads > 0 or dev.type == "cuda":
+        threads = args.threads if args.threads > 0 else torch.get_num_threads()
         common.torch_set_threads(torch, threads)
     else:
         threads, _ = common.tune_threads(lambda n: common.torch_set_threads(torch, n),
@@ -110,7 +115,8 @@ def main():
     rows_s = batch * nt / sec
     for case in CASES:
         p = {"tables": nt, "rows_total": sum(rows), "dim": DIM, "batch": batch, "optim": "adagrad",
-             "zipf_s": ZIPF_S, "measured": "resident", "threads": threads, "impl": impl}
+             "zipf_s": ZIPF_S, "measured": "resident", "threads": threads, "impl": impl,
+             "device": "cuda:0" if dev.type == "cuda" else "cpu"}
         common.emit("cache", case, "rows", rows_s, "rows/s", p)
         if case == "host_r1.5":
             common.emit("cache", case, "cache_vs_resident", 1.0, "x", p)

@@ -49,6 +49,8 @@ def parse_args(description, argv=None):
                     help="JSON lines on stdout (always on; accepted for symmetry with ember)")
     ap.add_argument("--tiny", action="store_true",
                     help="smallest cases and loops, as `ember bench --tiny`: for tests, not numbers")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, or cuda for the suites that take it (as `ember bench --device cuda`)")
     ap.add_argument("--threads", type=int, default=0,
                     help="run at this thread count instead of tuning it on the first case")
     args = ap.parse_args(argv)
