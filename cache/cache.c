@@ -23,6 +23,7 @@
 #include "cache/cache_internal.h"
 #include "engine/internal.h"
 #include "embedding/ebc_math.h"
+#include "ember/ember.h"
 #include "ember/profiler.h"
 #ifdef EMBER_HAVE_CUDA
 #include "engine/cuda/cuda_runtime.h"
@@ -605,19 +606,30 @@ static ember_status remap(ember_cache *c, ember__cbatch *b) {
         EMBER_TRY(ember__buf_reserve(c->mm, EMBER_TIER_PINNED, EMBER_MEM_STAGING, &b->pin, need + 64));
         host = b->pin.p;
     }
+    /* the layout first (each table's arrays at the same offsets in both buffers), then
+       the tables' slot ids written in parallel */
     size_t off = 0;
+    char *dbase = b->dev.p;
     for (int t = 0; t < nt; t++) {
         const ember_jagged_feature *in = &b->in[t];
-        const ember__cfeat *f = &b->f[t];
-        int64_t *vals = (int64_t *)(host + off);
         size_t voff = off;
         off += (size_t)in->length * sizeof(int64_t);
-        int64_t *offs = (int64_t *)(host + off);
         size_t ooff = off;
         off += (size_t)(B + 1) * sizeof(int64_t);
         size_t woff = off;
         if (in->weights) off += (size_t)in->length * sizeof(float);
         off = (off + 63) & ~(size_t)63;
+        b->out[t] = (ember_jagged_feature){.values = (const int64_t *)(dbase + voff),
+                                           .offsets = (const int64_t *)(dbase + ooff),
+                                           .weights = in->weights ? (const float *)(dbase + woff) : NULL,
+                                           .length = in->length};
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->prep_threads) if (c->prep_threads > 1)
+    for (int t = 0; t < nt; t++) {
+        const ember_jagged_feature *in = &b->in[t];
+        const ember__cfeat *f = &b->f[t];
+        int64_t *vals = (int64_t *)(host + ((const char *)b->out[t].values - dbase));
+        int64_t *offs = (int64_t *)(host + ((const char *)b->out[t].offsets - dbase));
         const int64_t lo = f->off0, hi = f->off0 + f->n_used;
         for (int64_t p = 0; p < lo; p++) vals[p] = 0;
         if (c->t[t].ident) memcpy(vals + lo, in->values + lo, (size_t)(hi - lo) * sizeof(int64_t));
@@ -625,12 +637,8 @@ static ember_status remap(ember_cache *c, ember__cbatch *b) {
             for (int64_t p = lo; p < hi; p++) vals[p] = f->uslot[f->inv[p - lo]];
         for (int64_t p = hi; p < in->length; p++) vals[p] = 0;
         memcpy(offs, in->offsets, (size_t)(B + 1) * sizeof(int64_t));
-        if (in->weights) memcpy(host + woff, in->weights, (size_t)in->length * sizeof(float));
-        char *dbase = b->dev.p;
-        b->out[t] = (ember_jagged_feature){.values = (const int64_t *)(dbase + voff),
-                                           .offsets = (const int64_t *)(dbase + ooff),
-                                           .weights = in->weights ? (const float *)(dbase + woff) : NULL,
-                                           .length = in->length};
+        if (in->weights)
+            memcpy(host + ((const char *)b->out[t].weights - dbase), in->weights, (size_t)in->length * sizeof(float));
     }
 #ifdef EMBER_HAVE_CUDA
     if (c->cuda) {
@@ -698,15 +706,15 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
         future_update(c, b, -1, NULL);
         b->registered = 0;
     }
-    /* plan, read-only: hits, misses, room */
+    /* plan, read-only: hits, misses, room (the tables' lookups in parallel, then the checks) */
     int64_t total_miss = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->prep_threads) if (c->prep_threads > 1)
     for (int t = 0; t < nt; t++) {
         ember__ctable *tb = &c->t[t];
         ember__slots *s = &tb->dev;
         ember__cfeat *f = &b->f[t];
         if (tb->ident) {
             ident_pass(c, b, t);
-            total_miss += f->nmiss;
             continue;
         }
         int64_t nm = 0, own_free = 0, own_pinned = 0;
@@ -722,6 +730,19 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
             else if (s->m[slot].pin == 0) own_free++;
             else own_pinned++;
         }
+        f->nmiss = nm;
+        f->own_free = own_free;
+        f->own_pinned = own_pinned;
+    }
+    for (int t = 0; t < nt; t++) {
+        ember__ctable *tb = &c->t[t];
+        ember__slots *s = &tb->dev;
+        ember__cfeat *f = &b->f[t];
+        if (tb->ident) {
+            total_miss += f->nmiss;
+            continue;
+        }
+        const int64_t nm = f->nmiss, own_free = f->own_free, own_pinned = f->own_pinned;
         /* slots that may become victims: free ones, and occupied ones no batch holds */
         int64_t room = s->cap - s->pinned - own_free;
         if (nm > room) {
@@ -740,10 +761,10 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
                          fn, t, tb->name, (long long)b->seq, (long long)nm, (long long)f->nuniq,
                          (long long)room, (long long)s->cap, (long long)others, (long long)busy,
                          (long long)(f->nuniq + others));
-                ident_unmark(c, b, t);
+                ident_unmark(c, b, nt);
                 return EMBER_OK;
             }
-            ident_unmark(c, b, t);
+            ident_unmark(c, b, nt);
             return ember__error(EMBER_ERR_OUT_OF_MEMORY,
                                 "%s: table %d (\"%s\"): batch %lld has %lld unique ids but the cache holds "
                                 "%lld slots for this table: it must hold at least %lld (ratio >= %.4g of "
@@ -754,10 +775,10 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
                                                    "together"
                                                  : "");
         }
-        f->nmiss = nm;
         total_miss += nm;
     }
     /* pin the hits: from here on every step is undone on failure */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->prep_threads) if (c->prep_threads > 1)
     for (int t = 0; t < nt; t++) {
         ember__slots *s = &c->t[t].dev;
         const ember__cfeat *f = &b->f[t];
@@ -807,6 +828,8 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
     }
     /* commit: hits touched, misses' slots into uslot, counters */
     int64_t lookups = 0, hits = 0, uniq = 0, uhits = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->prep_threads) if (c->prep_threads > 1) \
+    reduction(+ : lookups, hits, uniq, uhits)
     for (int t = 0; t < nt; t++) {
         ember__slots *s = &c->t[t].dev;
         ember__cfeat *f = &b->f[t];
@@ -994,6 +1017,9 @@ static ember_status check_config(const ember_cache_config *cfg) {
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: store %d is not a store kind", fn, cfg->store);
     if ((unsigned)cfg->open >= EMBER_CACHE_OPEN_COUNT)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: open %d is not an open mode", fn, cfg->open);
+    if (cfg->prepare_threads < 0 || cfg->prepare_threads > 4096)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: prepare_threads is %d; give 0 (auto) to 4096", fn,
+                            cfg->prepare_threads);
     if (cfg->lookahead < 0 || cfg->lookahead > MAX_LOOKAHEAD)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: lookahead %d is outside [0, %d]", fn,
                             cfg->lookahead, MAX_LOOKAHEAD);
@@ -1051,6 +1077,12 @@ ember_status ember_cache_create(const ember_cache_config *cfg, ember_cache **out
     c->mm = cfg->mm ? cfg->mm : ember_memory_default();
     c->dev = ember_memory_device(c->mm);
     c->cuda = c->dev.type == EMBER_DEVICE_CUDA;
+    /* With the kernels on a GPU the host cores are free while a batch computes: the
+       prepare's per-table passes share them. On a CPU they would take them from the
+       step it overlaps, so it keeps one thread. */
+    c->prep_threads = cfg->prepare_threads ? cfg->prepare_threads : c->cuda ? ember_get_num_threads() : 1;
+    if (c->prep_threads > c->nt) c->prep_threads = c->nt;
+    if (c->prep_threads < 1) c->prep_threads = 1;
     c->policy = cfg->policy;
     c->lookahead = cfg->lookahead;
     c->store = cfg->store;

@@ -273,6 +273,7 @@ typedef struct ember__cfeat {
     int32_t *uslot;   /* (nuniq,) slot, once prepared */
     int64_t hits, uhits;
     int64_t nseen;    /* distinct ids (ident tables, which keep no uniq list of hits) */
+    int64_t own_free, own_pinned; /* prepare's plan: hits in unpinned and in pinned slots */
 } ember__cfeat;
 
 enum {
@@ -318,6 +319,7 @@ struct ember_cache {
     ember_memory *mm;
     ember_device dev;
     int cuda;
+    int prep_threads; /* the prepare's per-table loops: host threads (> 1 only when the kernels run on a GPU) */
     ember_ebc *compute;  /* kernels only: one row per table */
     ember_ebc *host_ebc; /* HOST store */
     ember_ebc_rows *rows; /* (nt,) */

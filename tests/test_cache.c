@@ -263,6 +263,7 @@ typedef struct variant {
     int store;         /* 0: host; 1: LMDB; 2: LMDB with a DRAM cache capped below the table */
     int reopen;        /* LMDB: checkpoint at half way, destroy, reopen, go on */
     const ember_cache_tiers *tiers; /* host store: precision tiers (all HOT: still exact) */
+    int prep_threads;  /* the prepare's per-table passes on this many threads (0: auto) */
 } variant;
 
 static void base_config(ember_cache_config *cfg, ember_sparse_optim o, const variant *v, const char *path,
@@ -279,6 +280,7 @@ static void base_config(ember_cache_config *cfg, ember_sparse_optim o, const var
         .path = v->store ? path : NULL,
         .host_ratio = v->store == 2 ? 0.05 : 0.0,
         .tiers = v->tiers,
+        .prepare_threads = v->prep_threads,
     };
 }
 
@@ -416,6 +418,8 @@ static void test_equivalence(void) {
                         variant v = {.ratio = ratios[ri], .policy = (ember_cache_policy)p, .lookahead = look,
                                      .store = store,
                                      .min_slots = ri == 4 ? 300 : 0,
+                                     /* look-ahead 2 prepares on 3 threads (as on a GPU) */
+                                     .prep_threads = look == 2 ? 3 : 0,
                                      .reopen = store > 0 && look == 1 && (ri == 0 || ri >= 3)};
                         runs++;
                         good += run_variant(&ref, &v, fin);
@@ -811,6 +815,10 @@ static void test_bad_input(void) {
     bad = cfg;
     bad.lookahead = 99;
     CHECK_STATUS(ember_cache_create(&bad, &c), EMBER_ERR_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.prepare_threads = -1;
+    CHECK_STATUS(ember_cache_create(&bad, &c), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "prepare_threads") != NULL);
     bad = cfg;
     bad.store = EMBER_CACHE_STORE_LMDB;
     bad.path = NULL;

@@ -208,6 +208,11 @@ typedef struct ember_cache_config {
     ember_cache_policy policy;
     int64_t aging_interval; /* LFU: batches between halvings of the counts; 0: 100 */
     int lookahead;          /* batches prepared ahead on the worker thread, 0..16 */
+    /* Host threads of the prepare's per-table passes (lookups, pins, counters, remap).
+       0 (default): every kernel thread when the device is a GPU (the host cores idle
+       while the kernels run), 1 on a CPU (the prepare overlaps the step on the same
+       cores). Any count gives the same rows, bit for bit. */
+    int prepare_threads;
 
     ember_cache_store store;
     const char *path;       /* LMDB: the environment's directory, one per model */
