@@ -24,12 +24,20 @@
  *                        bytes), evaluated on the AUC_EVAL rows after them; metric auc,
  *                        the mean over AUC_SEEDS initialisations (one seed's AUC moves
  *                        by about 0.001 with the seed, as much as the two sides differ)
- *   ranks<K>_tablewise   (ember bench dlrm --ranks N) the default DLRM trained on K =
+ *   ranks<K>_<plan>      (ember bench dlrm --ranks N) the default DLRM trained on K =
  *                        1, 2, 4, ... N ranks of this machine (mpiexec -n K ember bench
- *                        dlrm-ranks; $MPIEXEC or mpiexec on $PATH): tables table-wise,
- *                        dense layers data parallel, global batch 4096 split over the
- *                        ranks, threads / K threads each; samples_per_s of each K, and
- *                        scaling = samples/s on K ranks over samples/s on 1. The ranks
+ *                        dlrm-ranks; $MPIEXEC or mpiexec on $PATH) with each plan:
+ *                        tablewise, rowwise and minimax (frequency-aware, from counts of
+ *                        the timed batches taken first, as `ember count` over the
+ *                        training data; every rank counts the same global batches, so all
+ *                        build the same plan); dense layers data parallel, global batch
+ *                        4096 split over the ranks, threads / K threads each;
+ *                        samples_per_s of each (plan, K), with the plan's predicted
+ *                        imbalance (max / mean lookups per rank) and hot / replicated rows
+ *                        in params, and scaling = samples/s on K ranks over that plan's
+ *                        samples/s on 1. On 1 rank a plan shards nothing (one process, the
+ *                        same model for every plan): its three figures are three
+ *                        measurements of the same run, a guide to the noise. The ranks
  *                        share the cores, so scaling is that of the engine's parallel
  *                        split on one machine, not of more hardware.
  *
@@ -437,10 +445,62 @@ static int64_t ranks_batch(const ember_bench_opts *o, int K) {
     return b < 1 ? 1 : b;
 }
 
-/* One rank of `ember bench dlrm-ranks` under mpirun: the default DLRM, tables table-wise
-   over the ranks, dense layers data parallel; every rank trains its slice of the same
-   global batches. A fixed number of steps per repeat (train_step is collective), the
-   slowest rank's time of a repeat, the best repeat. */
+/* The plans measured on K ranks, in this order (cases ranks<K>_<name>). */
+static const ember_plan_kind RANK_PLANS[] = {EMBER_PLAN_TABLEWISE, EMBER_PLAN_ROWWISE, EMBER_PLAN_MINIMAX};
+#define NPLANS ((int)(sizeof RANK_PLANS / sizeof *RANK_PLANS))
+
+/* Train one plan's model: a fixed number of steps per repeat (train_step is collective),
+   the slowest rank's time of a repeat, the best repeat; emitted by rank 0. */
+static ember_status time_plan(const ember_bench_opts *o, ember_comm *c, const pool *p, const ember_jagged *j,
+                              const ember_freq *counts, ember_plan_kind kind, double scale, int64_t total) {
+    int rank = ember_comm_rank(c), K = ember_comm_size(c);
+    const int64_t b = ranks_batch(o, K), G = b * K;
+    const int nb = p->nb, reps = o->tiny ? 2 : o->quick ? 3 : 5, per = o->tiny ? 2 : o->quick ? 3 : 5;
+    ember_dlrm_config cfg = config_of(&DEFAULT, p->rows, b, LR);
+    cfg.comm = c;
+    cfg.plan = kind;
+    cfg.freq = counts;
+    ember_dlrm *m = NULL;
+    ember_status st = ember_dlrm_create(&cfg, &m);
+    ember_plan_stats ps = {.imbalance = 1};
+    if (st == EMBER_OK && ember_dlrm_plan(m)) st = ember_plan_get_stats(ember_dlrm_plan(m), b, &ps, NULL);
+    double best = 1e30;
+    int64_t step = 0;
+    for (int r = -1; r < reps && st == EMBER_OK; r++) { /* r = -1: warm-up */
+        st = ember_comm_barrier(c, NULL);
+        double t0 = ember__now();
+        for (int s = 0; s < (r < 0 ? 2 : per) && st == EMBER_OK; s++, step++) {
+            size_t k = (size_t)(step % nb), at = k * (size_t)G + (size_t)rank * (size_t)b;
+            st = ember_dlrm_train_step(m, p->dense + at * ND, &j[k], p->labels + at, NULL);
+        }
+        float el = (float)(ember__now() - t0), slowest = el;
+        if (st == EMBER_OK) st = ember_comm_all_reduce(c, &el, &slowest, 1, EMBER_DTYPE_F32, EMBER_REDUCE_MAX, NULL);
+        if (st == EMBER_OK && r >= 0 && slowest < best) best = slowest;
+    }
+    if (st == EMBER_OK && rank == 0) {
+        char params[1280], bot[96], top[96];
+        layers_str(DEFAULT.bottom, bot, sizeof bot);
+        layers_str(DEFAULT.top, top, sizeof top);
+        snprintf(params, sizeof params,
+                 "\"ranks\":%d,\"threads_per_rank\":%d,\"global_batch\":%lld,\"batch_per_rank\":%lld,"
+                 "\"plan\":\"%s\",\"sharded\":%d,\"plan_imbalance\":%.4f,\"plan_hot_rows\":%lld,"
+                 "\"plan_replicated_rows\":%lld,\"counts\":\"the %d timed global batches\",\"model\":\"default\","
+                 "\"tables\":%d,\"scale\":%g,\"rows_total\":%lld,\"dim\":%d,\"bottom\":\"%s\",\"top\":\"%s\","
+                 "\"optim\":\"adagrad\",\"zipf_s\":%.2f,\"steps_per_repeat\":%d,\"repeats\":%d",
+                 K, ember_get_num_threads(), (long long)G, (long long)b, ember_plan_kind_name(kind), K > 1,
+                 ps.imbalance, (long long)ps.hot_blocks, (long long)ps.replicated_blocks, nb, NT, scale,
+                 (long long)total, DEFAULT.dim, bot, top, ZIPF_S, per, reps);
+        char name[64];
+        snprintf(name, sizeof name, "ranks%d_%s", K, ember_plan_kind_name(kind));
+        ember_bench_emit(o, "dlrm", name, "samples_per_s", (double)G * per / best, "samples/s", params);
+    }
+    ember_dlrm_destroy(m);
+    return st;
+}
+
+/* One rank of `ember bench dlrm-ranks` under mpirun: the default DLRM, dense layers data
+   parallel, every rank training its slice of the same global batches, once per plan. The
+   counts come first, over the pool of global batches (the training data). */
 ember_status ember_bench_suite_dlrm_ranks(const ember_bench_opts *o) {
     ember_comm *c = NULL;
     EMBER_TRY(ember_comm_create_default(NULL, &c));
@@ -449,11 +509,11 @@ ember_status ember_bench_suite_dlrm_ranks(const ember_bench_opts *o) {
     int64_t rows[NT], total = 0;
     for (int t = 0; t < NT; t++) rows[t] = scaled_rows(scale, t, &total);
     const int64_t b = ranks_batch(o, K), G = b * K;
-    const int nb = o->tiny ? 4 : 8, reps = o->tiny ? 2 : o->quick ? 3 : 5, per = o->tiny ? 2 : o->quick ? 3 : 5;
+    const int nb = o->tiny ? 4 : 8;
     pool p;
     ember_jagged_feature *f = NULL;
     ember_jagged *j = NULL;
-    ember_dlrm *m = NULL;
+    ember_freq *counts = NULL;
     ember_status st = pool_make(&p, G, nb, rows);
     if (st != EMBER_OK) {
         ember_comm_destroy(c);
@@ -469,39 +529,13 @@ ember_status ember_bench_suite_dlrm_ranks(const ember_bench_opts *o) {
                 .offsets = p.off, .length = b};
         j[k] = (ember_jagged){.batch = b, .num_features = NT, .features = f + (size_t)k * NT};
     }
-    ember_dlrm_config cfg = config_of(&DEFAULT, rows, b, LR);
-    cfg.comm = c;
-    cfg.plan = EMBER_PLAN_TABLEWISE;
-    if (st == EMBER_OK) st = ember_dlrm_create(&cfg, &m);
-    double best = 1e30;
-    int64_t step = 0;
-    for (int r = -1; r < reps && st == EMBER_OK; r++) { /* r = -1: warm-up */
-        st = ember_comm_barrier(c, NULL);
-        double t0 = ember__now();
-        for (int s = 0; s < (r < 0 ? 2 : per) && st == EMBER_OK; s++, step++) {
-            size_t k = (size_t)(step % nb), at = k * (size_t)G + (size_t)rank * (size_t)b;
-            st = ember_dlrm_train_step(m, p.dense + at * ND, &j[k], p.labels + at, NULL);
-        }
-        float el = (float)(ember__now() - t0), slowest = el;
-        if (st == EMBER_OK) st = ember_comm_all_reduce(c, &el, &slowest, 1, EMBER_DTYPE_F32, EMBER_REDUCE_MAX, NULL);
-        if (st == EMBER_OK && r >= 0 && slowest < best) best = slowest;
-    }
-    if (st == EMBER_OK && rank == 0) {
-        char params[1024], bot[96], top[96];
-        layers_str(DEFAULT.bottom, bot, sizeof bot);
-        layers_str(DEFAULT.top, top, sizeof top);
-        snprintf(params, sizeof params,
-                 "\"ranks\":%d,\"threads_per_rank\":%d,\"global_batch\":%lld,\"batch_per_rank\":%lld,"
-                 "\"plan\":\"tablewise\",\"model\":\"default\",\"tables\":%d,\"scale\":%g,\"rows_total\":%lld,"
-                 "\"dim\":%d,\"bottom\":\"%s\",\"top\":\"%s\",\"optim\":\"adagrad\",\"zipf_s\":%.2f,"
-                 "\"steps_per_repeat\":%d,\"repeats\":%d",
-                 K, ember_get_num_threads(), (long long)G, (long long)b, NT, scale, (long long)total, DEFAULT.dim, bot,
-                 top, ZIPF_S, per, reps);
-        char name[64];
-        snprintf(name, sizeof name, "ranks%d_tablewise", K);
-        ember_bench_emit(o, "dlrm", name, "samples_per_s", (double)G * per / best, "samples/s", params);
-    }
-    ember_dlrm_destroy(m);
+    if (st == EMBER_OK) st = ember_freq_create(&(ember_freq_params){.num_tables = NT}, &counts);
+    for (int k = 0; k < nb && st == EMBER_OK; k++)
+        for (int t = 0; t < NT && st == EMBER_OK; t++)
+            st = ember_freq_add(counts, t, p.ids + ((size_t)k * NT + (size_t)t) * (size_t)G, G);
+    for (int i = 0; i < NPLANS && st == EMBER_OK; i++)
+        st = time_plan(o, c, &p, j, counts, RANK_PLANS[i], scale, total);
+    ember_freq_destroy(counts);
     free(f);
     free(j);
     pool_free(&p);
@@ -528,8 +562,9 @@ static int find_mpiexec(char *buf, size_t n) {
 }
 
 /* The parent of `ember bench dlrm --ranks N`: runs `mpiexec -n K ember bench dlrm-ranks`
-   for K = 1, 2, 4, ... and N, passes on their lines and adds scaling = samples/s on K
-   ranks over samples/s on 1. The ranks share this machine's cores (threads / K each). */
+   for K = 1, 2, 4, ... and N, passes on their lines (one per plan) and adds, per plan,
+   scaling = samples/s on K ranks over samples/s on 1. The ranks share this machine's
+   cores (threads / K each). */
 static ember_status run_ranks(const ember_bench_opts *o) {
     char mpx[1024], self[1024];
     if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK"))
@@ -546,7 +581,7 @@ static ember_status run_ranks(const ember_bench_opts *o) {
     if (strchr(mpx, '\'') || strchr(self, '\''))
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "bench dlrm --ranks: a quote in the path of mpiexec or ember");
     const int threads = ember_get_num_threads();
-    double base = 0;
+    double base[NPLANS] = {0};
     for (int K = 1; K <= o->ranks; K = K * 2 > o->ranks && K < o->ranks ? o->ranks : K * 2) {
         const int tpr = threads / K > 1 ? threads / K : 1;
         char cmd[2600];
@@ -557,30 +592,39 @@ static ember_status run_ranks(const ember_bench_opts *o) {
         fflush(stdout);
         FILE *pp = popen(cmd, "r");
         if (!pp) return ember__error(EMBER_ERR_IO, "bench dlrm --ranks: cannot start %s", mpx);
-        char line[4096], want[96], name[64];
-        snprintf(name, sizeof name, "ranks%d_tablewise", K);
-        snprintf(want, sizeof want, "\"case\":\"%s\"", name);
-        double sps = 0;
+        char line[4096], want[NPLANS][96], name[NPLANS][64];
+        double sps[NPLANS] = {0};
+        for (int i = 0; i < NPLANS; i++) {
+            snprintf(name[i], sizeof name[i], "ranks%d_%s", K, ember_plan_kind_name(RANK_PLANS[i]));
+            snprintf(want[i], sizeof want[i], "\"case\":\"ranks%d_%s\"", K, ember_plan_kind_name(RANK_PLANS[i]));
+        }
         while (fgets(line, sizeof line, pp)) {
             const char *v = strstr(line, "\"value\":");
-            if (strstr(line, want) && strstr(line, "\"metric\":\"samples_per_s\"") && v) {
-                sps = strtod(v + 8, NULL);
+            int i = 0;
+            while (i < NPLANS && !strstr(line, want[i])) i++;
+            if (i < NPLANS && strstr(line, "\"metric\":\"samples_per_s\"") && v) {
+                sps[i] = strtod(v + 8, NULL);
                 if (o->json) fputs(line, stdout);
-                else ember_bench_emit(o, "dlrm", name, "samples_per_s", sps, "samples/s", "");
+                else ember_bench_emit(o, "dlrm", name[i], "samples_per_s", sps[i], "samples/s", "");
             } else {
                 fputs(line, stderr); /* whatever else mpiexec or the ranks print */
             }
         }
         int rc = pclose(pp);
-        if (rc != 0 || !(sps > 0))
-            return ember__error(EMBER_ERR_IO, "bench dlrm --ranks: `%s` failed (status %d)", cmd, rc);
-        if (K == 1) base = sps;
-        char params[512];
-        snprintf(params, sizeof params,
-                 "\"ranks\":%d,\"threads_per_rank\":%d,\"global_batch\":%lld,\"plan\":\"tablewise\","
-                 "\"samples_per_s\":%.6g,\"samples_per_s_1rank\":%.6g,\"threads\":%d",
-                 K, tpr, (long long)(ranks_batch(o, K) * K), sps, base, threads);
-        ember_bench_emit(o, "dlrm", name, "scaling", sps / base, "x", params);
+        for (int i = 0; i < NPLANS; i++)
+            if (rc != 0 || !(sps[i] > 0))
+                return ember__error(EMBER_ERR_IO, "bench dlrm --ranks: `%s` failed (status %d; %s: %g samples/s)",
+                                    cmd, rc, name[i], sps[i]);
+        for (int i = 0; i < NPLANS; i++) {
+            if (K == 1) base[i] = sps[i];
+            char params[512];
+            snprintf(params, sizeof params,
+                     "\"ranks\":%d,\"threads_per_rank\":%d,\"global_batch\":%lld,\"plan\":\"%s\","
+                     "\"samples_per_s\":%.6g,\"samples_per_s_1rank\":%.6g,\"threads\":%d",
+                     K, tpr, (long long)(ranks_batch(o, K) * K), ember_plan_kind_name(RANK_PLANS[i]), sps[i], base[i],
+                     threads);
+            ember_bench_emit(o, "dlrm", name[i], "scaling", sps[i] / base[i], "x", params);
+        }
         if (K == o->ranks) break;
     }
     return EMBER_OK;

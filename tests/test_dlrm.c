@@ -8,6 +8,10 @@
  * Tolerance 1e-4 relative on losses (the issue's bound): both sides compute in f32,
  * with summation orders that differ (BLAS, double accumulators in ember's reductions),
  * and 20 steps of training let those ulp-level differences compound.
+ *
+ * Also the choice among sharding plans before a model exists (ember_dlrm_plan_choose,
+ * what the training job's plan = auto runs on every rank): minimax on one Zipf-skewed
+ * table beside uniform ones, table-wise on a tie, and the named errors.
  */
 #include "check.h"
 #include "fixture.h"
@@ -358,7 +362,71 @@ done:
     ember_dlrm_destroy(m);
 }
 
+/* Four tables on 4 ranks: table 0 (1000 rows) Zipf-skewed, id k counted 10000 / (k + 1)
+   times (75% of all lookups, its ids 0 .. 249 most of them); tables 1 .. 3 uniform. Whole
+   tables leave table 0's lookups on one rank, row ranges its hot head on rank 0; minimax
+   spreads the hot rows and balances. */
+static void test_plan_choose(void) {
+    static const int64_t rows[4] = {1000, 100, 100, 100}, equal[4] = {100, 100, 100, 100};
+    static const ember_plan_kind kinds[3] = {EMBER_PLAN_TABLEWISE, EMBER_PLAN_ROWWISE, EMBER_PLAN_MINIMAX};
+    ember_freq *f = NULL, *u = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = 4}, &f));
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = 4}, &u));
+    if (!f || !u) return;
+    int64_t *ids = malloc(10000 * sizeof *ids);
+    for (int64_t k = 0; k < 1000; k++) {
+        int64_t n = 10000 / (k + 1);
+        for (int64_t i = 0; i < n; i++) ids[i] = k;
+        CHECK_OK(ember_freq_add(f, 0, ids, n));
+    }
+    for (int64_t i = 0; i < 1000; i++) ids[i] = i % 100;
+    for (int t = 0; t < 4; t++) {
+        if (t > 0) CHECK_OK(ember_freq_add(f, t, ids, 1000));
+        CHECK_OK(ember_freq_add(u, t, ids, 1000));
+    }
+    free(ids);
+    ember_dlrm_config c = {.num_tables = 4, .table_rows = rows, .emb_dim = 8, .batch = 64, .freq = f,
+                           .sparse_optim = {.type = EMBER_SPARSE_OPTIM_ADAGRAD}};
+    ember_plan_kind got = EMBER_PLAN_KIND_COUNT;
+    ember_plan_stats ps[3];
+    CHECK_OK(ember_dlrm_plan_choose(&c, 4, kinds, 3, &got, ps));
+    CHECK_EQ_INT(got, EMBER_PLAN_MINIMAX);
+    CHECK(ps[2].max_lookups < ps[1].max_lookups && ps[2].max_lookups < ps[0].max_lookups);
+    CHECK(ps[2].imbalance < 1.05 && ps[0].imbalance > 2 && ps[1].imbalance > 1.5);
+    CHECK(ps[2].hot_blocks > 0);
+    CHECK_EQ_INT(ps[2].kind, EMBER_PLAN_MINIMAX);
+    /* the record bytes of the model's rows (weights + Adagrad state, dim 8 each), as trained */
+    CHECK_EQ_INT(ps[0].total_bytes, 1300 * 64);
+    fprintf(stderr, "plan choice on 4 ranks: max lookups tablewise %.0f, rowwise %.0f, minimax %.0f\n",
+            ps[0].max_lookups, ps[1].max_lookups, ps[2].max_lookups);
+    /* the same load everywhere: a tie, the earlier kind */
+    c.table_rows = equal, c.freq = u;
+    CHECK_OK(ember_dlrm_plan_choose(&c, 4, kinds, 3, &got, NULL));
+    CHECK_EQ_INT(got, EMBER_PLAN_TABLEWISE);
+    /* without counts: every load 0, the first kind; minimax refused, naming what to give */
+    c.freq = NULL;
+    got = EMBER_PLAN_KIND_COUNT;
+    CHECK_OK(ember_dlrm_plan_choose(&c, 2, kinds + 1, 1, &got, NULL));
+    CHECK_EQ_INT(got, EMBER_PLAN_ROWWISE);
+    CHECK_STATUS(ember_dlrm_plan_choose(&c, 2, kinds, 3, &got, NULL), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "ember_dlrm_plan_choose: plan minimax on 2 ranks needs lookup counts: set freq") !=
+          NULL);
+    CHECK_STATUS(ember_dlrm_plan_choose(&c, 1, kinds, 2, &got, NULL), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_dlrm_plan_choose(&c, 2, kinds, 0, &got, NULL), EMBER_ERR_INVALID_ARGUMENT);
+    c.sparse_optim.type = EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD;
+    CHECK_STATUS(ember_dlrm_plan_choose(&c, 2, (ember_plan_kind[]){EMBER_PLAN_COLUMNWISE}, 1, &got, NULL),
+                 EMBER_ERR_UNSUPPORTED);
+    /* counts of ids beyond a table: the plan's error, naming the table */
+    c.sparse_optim.type = EMBER_SPARSE_OPTIM_SGD;
+    c.table_rows = (const int64_t[4]){1000, 100, 100, 50}, c.freq = f;
+    CHECK_STATUS(ember_dlrm_plan_choose(&c, 2, kinds, 3, &got, NULL), EMBER_ERR_INDEX);
+    CHECK(strstr(ember_last_error(), "table 3") != NULL);
+    ember_freq_destroy(f);
+    ember_freq_destroy(u);
+}
+
 int main(void) {
+    test_plan_choose();
     if (!fixture_load(&fx, "ref/dlrm.bin")) {
         CHECK(0);
         return check_summary();

@@ -1,14 +1,22 @@
 /*
  * DLRM on N ranks (ctest: mpiexec -n 2 and -n 4, label mpi) against one-process DLRM on
- * the same global batches: the tables sharded (ember_sharded_ebc from a table-wise or a
- * row-wise plan), the dense layers under ember_ddp. Every rank also builds the
- * one-process reference itself (config.comm NULL, batch = the global batch) and trains it
- * on the global batch, the ranks' batches concatenated in rank order.
+ * the same global batches: the tables sharded (ember_sharded_ebc from a table-wise,
+ * row-wise, column-wise or minimax plan), the dense layers under ember_ddp. Every rank
+ * also builds the one-process reference itself (config.comm NULL, batch = the global
+ * batch) and trains it on the global batch, the ranks' batches concatenated in rank order.
+ *
+ * Minimax plans from counts (config.freq), every rank counting the same global batches
+ * of the run (the training data, as `ember count` would): (a) those counts, whose hot
+ * ids the plan places one by one (hot rows split over the ranks: checked on the plan,
+ * hot_blocks > 0); (b) the same with id 0 of every table 1000 times hotter, as if the
+ * whole training set were counted, so the plan replicates it on every rank (checked:
+ * replicated_blocks > 0; its gradients are then all-reduced).
  *
  * Model: 3 tables (50, 37, 64 rows, dim 4, sum pooling), 4 dense features, bottom MLP
  * {8, 4}, top {8, 1}, dot interaction; 4 samples per rank; bags of 0..3 ids, half drawn
  * from 3 hot ids so rows are hit by several ranks in one step. SGD for both halves, and
- * Adagrad for both (optimizer state in the tables and the dense layers).
+ * Adagrad for both (optimizer state in the tables and the dense layers); column-wise
+ * also with sparse Adam (two state arrays per row, each sliced by columns).
  *
  * Checks, after every step of STEPS: the loss (the mean over the ranks of their mean
  * BCE; one process: the global batch's mean) within 2e-6 of the reference (|loss| ~ 0.7;
@@ -20,7 +28,9 @@
  * Re-sharding: the reference's rows and state written into a fresh N-rank model
  * (write_table, each rank keeping its rows) read back bit-exact, and one more step on
  * both gives the same loss (within 2e-6), as resuming a one-process checkpoint on N
- * ranks does. Errors: a cache with N ranks is refused; a column-wise plan is refused.
+ * ranks does; with column slices this carries the state column by column. Errors: a
+ * cache with N ranks; minimax without counts (named: set freq); column-wise with
+ * rowwise Adagrad (named); a plan kind out of range.
  */
 #include <math.h>
 #include <stdint.h>
@@ -28,6 +38,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "ember/datasets.h"
 #include "ember/dlrm.h"
 #include "ember/parallel.h"
 
@@ -85,6 +96,22 @@ static void make_batch(gbatch *b, int step) {
     }
     b->j = (ember_jagged){.batch = BG, .num_features = T, .features = b->f};
     b->lj = (ember_jagged){.batch = BL, .num_features = T, .features = b->lf};
+}
+
+/* Counts of the run's global batches (steps 0 .. STEPS), every table's id 0 counted
+   `boost` more times. The same on every rank. */
+static ember_freq *count_batches(uint64_t boost) {
+    ember_freq *f = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = T}, &f));
+    static gbatch b;
+    static const int64_t zero = 0;
+    for (int s = 0; f && s <= STEPS; s++) {
+        make_batch(&b, s);
+        for (int t = 0; t < T; t++) CHECK_OK(ember_freq_add(f, t, b.vals[t], b.f[t].length));
+    }
+    for (int t = 0; f && t < T; t++)
+        for (uint64_t k = 0; k < boost; k++) CHECK_OK(ember_freq_add(f, t, &zero, 1));
+    return f;
 }
 
 static ember_dlrm_config config(ember_comm *comm, ember_plan_kind plan, ember_sparse_optim so, ember_optim_kind dk) {
@@ -157,9 +184,14 @@ static void compare_tables(ember_dlrm *a, ember_dlrm *b, double tol) {
     }
 }
 
-static void run_case(ember_comm *w, ember_plan_kind plan, ember_sparse_optim so, ember_optim_kind dk) {
+/* what a minimax plan must show: hot rows placed apart from their ranges, or replicated */
+enum { EXPECT_NONE, EXPECT_HOT, EXPECT_REPLICATED };
+
+static void run_case(ember_comm *w, ember_plan_kind plan, ember_sparse_optim so, ember_optim_kind dk,
+                     const ember_freq *freq, int expect) {
     ember_dlrm *ref = NULL, *m = NULL, *m2 = NULL;
     ember_dlrm_config rc = config(NULL, plan, so, dk), mc = config(w, plan, so, dk);
+    rc.freq = mc.freq = freq; /* ignored by the one-process reference */
     CHECK_OK(ember_dlrm_create(&rc, &ref));
     CHECK_OK(ember_dlrm_create(&mc, &m));
     if (!ref || !m) goto out;
@@ -167,6 +199,22 @@ static void run_case(ember_comm *w, ember_plan_kind plan, ember_sparse_optim so,
     CHECK_EQ_INT(ember_dlrm_rank(m), R);
     CHECK(ember_dlrm_sharded_tables(m) != NULL);
     CHECK(ember_dlrm_sharded_tables(ref) == NULL);
+    CHECK(ember_dlrm_plan(ref) == NULL);
+    CHECK(ember_dlrm_plan(m) != NULL);
+    ember_plan_stats ps = {0};
+    if (ember_dlrm_plan(m)) {
+        CHECK_EQ_INT(ember_plan_get_kind(ember_dlrm_plan(m)), plan);
+        CHECK_OK(ember_plan_get_stats(ember_dlrm_plan(m), BL, &ps, NULL));
+    }
+    if (expect == EXPECT_HOT) CHECK(ps.hot_blocks > 0);
+    if (expect == EXPECT_REPLICATED) {
+        ember_sharded_ebc_stats ss;
+        CHECK(ps.replicated_blocks > 0);
+        CHECK_OK(ember_sharded_ebc_get_stats(ember_dlrm_sharded_tables(m), &ss));
+        CHECK(ss.replicated_floats > 0);
+    }
+    if (plan == EMBER_PLAN_MINIMAX)
+        CHECK(ps.imbalance < 1.5); /* the counted load spread, not left on a hot row's owner */
     compare_tables(m, ref, 0.0); /* the same initial rows */
     static gbatch b;
     double worst = 0;
@@ -189,8 +237,10 @@ static void run_case(ember_comm *w, ember_plan_kind plan, ember_sparse_optim so,
     CHECK(memcmp(pr, p1, (size_t)n1 * sizeof *pr) == 0);
     compare_tables(m, ref, 1e-5);
     if (R == 0)
-        printf("%s plan, %s: %d steps on %d ranks, worst loss difference %.3g\n", ember_plan_kind_name(plan),
-               so == EMBER_SPARSE_OPTIM_SGD ? "sgd" : "adagrad", STEPS, N, worst);
+        printf("%s plan, %s: %d steps on %d ranks, worst loss difference %.3g (plan: imbalance %.3f, %lld hot and "
+               "%lld replicated rows)\n",
+               ember_plan_kind_name(plan), ember_sparse_optim_name(so), STEPS, N, worst,
+               ps.imbalance, (long long)ps.hot_blocks, (long long)ps.replicated_blocks);
 
     /* re-sharding: a one-process model's rows and state loaded by N ranks */
     CHECK_OK(ember_dlrm_create(&mc, &m2));
@@ -222,8 +272,19 @@ out:
 
 static void test_errors(ember_comm *w) {
     ember_dlrm *m = NULL;
-    ember_dlrm_config c = config(w, EMBER_PLAN_COLUMNWISE, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD);
+    /* minimax without counts: named, what to give */
+    ember_dlrm_config c = config(w, EMBER_PLAN_MINIMAX, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD);
     CHECK_STATUS(ember_dlrm_create(&c, &m), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "ember_dlrm_create: plan minimax") != NULL);
+    CHECK(strstr(ember_last_error(), "needs lookup counts: set freq") != NULL);
+    CHECK(m == NULL);
+    /* column slices cannot keep one state per row */
+    c = config(w, EMBER_PLAN_COLUMNWISE, EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD, EMBER_OPTIM_SGD);
+    CHECK_STATUS(ember_dlrm_create(&c, &m), EMBER_ERR_UNSUPPORTED);
+    CHECK(strstr(ember_last_error(), "plan columnwise: rowwise Adagrad needs whole rows") != NULL);
+    c = config(w, (ember_plan_kind)EMBER_PLAN_KIND_COUNT, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD);
+    CHECK_STATUS(ember_dlrm_create(&c, &m), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "is not an ember_plan_kind") != NULL);
     c = config(w, EMBER_PLAN_TABLEWISE, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD);
     ember_cache_config cc = {.ratio = 0.5};
     c.cache = &cc;
@@ -244,11 +305,22 @@ int main(void) {
         ember_comm_destroy(w);
         return 77;
     }
-    const ember_plan_kind kinds[] = {EMBER_PLAN_TABLEWISE, EMBER_PLAN_ROWWISE};
-    for (int k = 0; k < 2; k++) {
-        run_case(w, kinds[k], EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD);
-        run_case(w, kinds[k], EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_OPTIM_ADAGRAD);
+    ember_freq *counted = count_batches(0), *boosted = count_batches(1000);
+    const struct {
+        ember_plan_kind kind;
+        const ember_freq *freq;
+        int expect;
+    } cases[] = {{EMBER_PLAN_TABLEWISE, NULL, EXPECT_NONE},   {EMBER_PLAN_ROWWISE, NULL, EXPECT_NONE},
+                 {EMBER_PLAN_COLUMNWISE, NULL, EXPECT_NONE},  {EMBER_PLAN_TABLEWISE, counted, EXPECT_NONE},
+                 {EMBER_PLAN_MINIMAX, counted, EXPECT_HOT}, {EMBER_PLAN_MINIMAX, boosted, EXPECT_REPLICATED}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        run_case(w, cases[k].kind, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD, cases[k].freq, cases[k].expect);
+        run_case(w, cases[k].kind, EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_OPTIM_ADAGRAD, cases[k].freq, cases[k].expect);
     }
+    /* Adam: two per-column state arrays, carried slice by slice */
+    run_case(w, EMBER_PLAN_COLUMNWISE, EMBER_SPARSE_OPTIM_ADAM, EMBER_OPTIM_SGD, NULL, EXPECT_NONE);
+    ember_freq_destroy(counted);
+    ember_freq_destroy(boosted);
     test_errors(w);
     ember_comm_destroy(w);
     return check_summary();

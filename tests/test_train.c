@@ -116,7 +116,33 @@ static void test_config_tiers(void) {
     CHECK_EQ_INT(b.plan, EMBER_PLAN_ROWWISE);
     CHECK_OK(ember_train_config_set(&b, "plan", "tablewise"));
     CHECK_EQ_INT(b.plan, EMBER_PLAN_TABLEWISE);
-    CHECK_STATUS(ember_train_config_set(&b, "plan", "minimax"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_OK(ember_train_config_set(&b, "plan", "columnwise"));
+    CHECK_EQ_INT(b.plan, EMBER_PLAN_COLUMNWISE);
+    CHECK_OK(ember_train_config_set(&b, "plan", "minimax"));
+    CHECK_EQ_INT(b.plan, EMBER_PLAN_MINIMAX);
+    CHECK_STATUS(ember_train_config_set(&b, "plan", "hybrid"), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "tablewise | rowwise | columnwise | minimax") != NULL);
+    /* minimax places the hot rows by the warmup counts: without them a named error */
+    ember_train_config_defaults(&b);
+    b.plan = EMBER_PLAN_MINIMAX;
+    CHECK_STATUS(ember_train_config_validate(&b), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "plan minimax needs warmup COUNTS") != NULL);
+    /* counts for the plan alone need no cache (minimax, auto), for nothing else they do */
+    snprintf(b.warmup, sizeof b.warmup, "/tmp/counts.freq");
+    b.cache_ratio = 0;
+    CHECK_OK(ember_train_config_validate(&b));
+    b.plan = EMBER_TRAIN_PLAN_AUTO;
+    CHECK_OK(ember_train_config_validate(&b));
+    b.plan = EMBER_PLAN_TABLEWISE;
+    CHECK_STATUS(ember_train_config_validate(&b), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "warmup needs the cache") != NULL);
+    ember_train_config_set(&b, "plan", "minimax");
+    n = ember_train_config_format(&b, NULL, 0);
+    text = malloc(n + 1);
+    ember_train_config_format(&b, text, n + 1);
+    CHECK(strstr(text, "plan = minimax") != NULL);
+    free(text);
+    ember_train_config_defaults(&b);
     CHECK_STATUS(ember_train_config_set(&b, "tier-hot", "1.5"), EMBER_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(ember_train_config_set(&b, "tier-warm", "-0.1"), EMBER_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(ember_train_config_set(&b, "tier-rounding", "up"), EMBER_ERR_INVALID_ARGUMENT);

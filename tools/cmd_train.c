@@ -134,9 +134,9 @@ int ember_cmd_train(int argc, char **argv) {
         ember_train_report r;
         if (ember_trainer_report(t, &r) == EMBER_OK && rank == 0) {
             ember_train_report_print(&r, &cfg, stdout);
-            if (ember_trainer_world(t) > 1)
+            if (ember_trainer_world(t) > 1) /* the plan built, which auto chose */
                 printf("  ranks        %d (tables sharded %s, dense layers data parallel)\n", ember_trainer_world(t),
-                       cfg.plan == EMBER_PLAN_ROWWISE ? "row-wise" : "table-wise");
+                       ember_plan_kind_name(ember_plan_get_kind(ember_dlrm_plan(ember_trainer_model(t)))));
         }
         st = err;
     } else {

@@ -11,6 +11,7 @@
  * of its own (a split of the model's): its blocking all-to-alls in backward then never
  * interleave with the ddp buckets' all-reduces in flight on the model's communicator.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,21 +181,95 @@ static ember_status sh_backward(void *ctx, const ember_jagged *batch, const embe
     return ember_sharded_ebc_backward(ctx, grad_out, &(ember_ebc_call){.lr = call->lr, .step = call->step});
 }
 
+/*
+ * The plan of kind for the tables of c (defaults filled in; dims (num_tables)) on world
+ * ranks: one function for ember_dlrm_create and ember_dlrm_plan_choose, so that a plan
+ * compared before training is the plan trained with. Rows are charged their whole
+ * record (weights + optimizer state); memory is reported, not enforced (the tables are
+ * resident on each rank); minimax replicates hot rows when that lowers the maximum load.
+ */
+static ember_status plan_build(const ember_dlrm_config *c, const int *dims, int world, ember_plan_kind kind,
+                               const char *fn, ember_plan **out) {
+    *out = NULL;
+    if ((unsigned)kind >= EMBER_PLAN_KIND_COUNT)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "%s: plan %d is not an ember_plan_kind (tablewise, rowwise, columnwise or minimax)", fn,
+                            (int)kind);
+    if (kind == EMBER_PLAN_MINIMAX && !c->freq)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "%s: plan minimax on %d ranks needs lookup counts: set freq to an ember_freq of the "
+                            "training data (`ember count -o FILE`, then ember_freq_load)",
+                            fn, world);
+    if (kind == EMBER_PLAN_COLUMNWISE) {
+        /* each slice would keep its own row state, row norm or row scale */
+        const char *whole = c->sparse_optim.type == EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD ? "rowwise Adagrad"
+                            : c->sparse_optim.max_grad_norm > 0                        ? "max_grad_norm"
+                            : c->row_format == EMBER_ROW_FORMAT_INT8_ROWWISE           ? "int8-rowwise rows"
+                                                                                       : NULL;
+        if (whole)
+            return ember__error(EMBER_ERR_UNSUPPORTED,
+                                "%s: plan columnwise: %s needs whole rows, which column slices do not hold (take "
+                                "tablewise, rowwise or minimax)",
+                                fn, whole);
+    }
+    ember_plan_table *pt = calloc((size_t)c->num_tables, sizeof *pt);
+    if (!pt) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: plan of %d tables", fn, c->num_tables);
+    ember_status st = EMBER_OK;
+    for (int t = 0; t < c->num_tables && st == EMBER_OK; t++) {
+        ember_ebc_table_info ti = {0};
+        if (c->table_rows[t] > 0 && dims[t] > 0)
+            st = ember_ebc_record_layout(&(ember_ebc_table_config){.rows = c->table_rows[t], .dim = dims[t],
+                                                                   .format = c->row_format},
+                                         &c->sparse_optim, 0, &ti);
+        pt[t] = (ember_plan_table){.rows = c->table_rows[t], .dim = dims[t], .row_bytes = (int64_t)ti.record_bytes};
+    }
+    if (st == EMBER_OK)
+        st = ember_plan_build(&(ember_plan_params){.kind = kind, .world = world, .num_tables = c->num_tables,
+                                                   .tables = pt, .freq = c->freq, .mm = c->mm,
+                                                   .budget = EMBER_PLAN_BUDGET_REPORT},
+                              out);
+    free(pt);
+    return st;
+}
+
+ember_status ember_dlrm_plan_choose(const ember_dlrm_config *cfg, int world, const ember_plan_kind *kinds, int n,
+                                    ember_plan_kind *out, ember_plan_stats *stats) {
+    static const char fn[] = "ember_dlrm_plan_choose";
+    EMBER_CHECK_NULL(cfg, fn);
+    EMBER_CHECK_NULL(kinds, fn);
+    EMBER_CHECK_NULL(out, fn);
+    if (n < 1 || world < 2 || world > EMBER_PLAN_MAX_WORLD)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: %d kinds on %d ranks (at least 1 kind, 2 .. %d ranks)",
+                            fn, n, world, EMBER_PLAN_MAX_WORLD);
+    if (cfg->num_tables < 1 || !cfg->table_rows)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: num_tables %d and table_rows must be set", fn,
+                            cfg->num_tables);
+    int *dims = malloc((size_t)cfg->num_tables * sizeof *dims);
+    if (!dims) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %d tables", fn, cfg->num_tables);
+    for (int t = 0; t < cfg->num_tables; t++)
+        dims[t] = cfg->table_dims ? cfg->table_dims[t] : cfg->emb_dim ? cfg->emb_dim : 64;
+    ember_status st = EMBER_OK;
+    double best = 0;
+    for (int i = 0; i < n && st == EMBER_OK; i++) {
+        ember_plan *plan = NULL;
+        ember_plan_stats ps;
+        st = plan_build(cfg, dims, world, kinds[i], fn, &plan);
+        if (st == EMBER_OK) st = ember_plan_get_stats(plan, cfg->batch > 0 ? cfg->batch : 1, &ps, NULL);
+        ember_plan_destroy(plan);
+        if (st != EMBER_OK) break;
+        if (stats) stats[i] = ps;
+        if (i == 0 || ps.max_lookups < best) {
+            best = ps.max_lookups;
+            *out = kinds[i];
+        }
+    }
+    free(dims);
+    return st;
+}
+
 static ember_status create_sharded(ember_dlrm *m, const ember_ebc_table_config *tabs, const char *fn) {
     const ember_dlrm_config *c = &m->cfg;
-    if (c->plan != EMBER_PLAN_TABLEWISE && c->plan != EMBER_PLAN_ROWWISE)
-        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: plan %s: DLRM on %d ranks takes tablewise or rowwise",
-                            fn, ember_plan_kind_name(c->plan), m->world);
-    ember_plan_table *pt = calloc((size_t)c->num_tables, sizeof *pt);
-    if (!pt) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: plan", fn);
-    for (int t = 0; t < c->num_tables; t++) pt[t] = (ember_plan_table){.rows = c->table_rows[t], .dim = m->dims[t]};
-    ember_status st = ember_plan_build(&(ember_plan_params){.kind = c->plan, .world = m->world,
-                                                            .num_tables = c->num_tables, .tables = pt,
-                                                            .replicate = EMBER_PLAN_REPLICATE_NEVER,
-                                                            .budget = EMBER_PLAN_BUDGET_REPORT},
-                                       &m->plan);
-    free(pt);
-    EMBER_TRY(st);
+    EMBER_TRY(plan_build(c, m->dims, m->world, c->plan, fn, &m->plan));
     EMBER_TRY(ember_comm_split(c->comm, 0, m->rank, &m->ecomm));
     EMBER_TRY(ember_sharded_ebc_create(m->ecomm, &(ember_sharded_ebc_config){.plan = m->plan,
                                                                             .num_tables = c->num_tables,
@@ -469,6 +544,7 @@ ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_j
 ember_graph *ember_dlrm_graph(ember_dlrm *m) { return m ? m->g : NULL; }
 ember_ebc *ember_dlrm_tables(ember_dlrm *m) { return m ? m->ebc : NULL; }
 ember_sharded_ebc *ember_dlrm_sharded_tables(ember_dlrm *m) { return m ? m->sh : NULL; }
+const ember_plan *ember_dlrm_plan(const ember_dlrm *m) { return m ? m->plan : NULL; }
 int ember_dlrm_rank(const ember_dlrm *m) { return m ? m->rank : 0; }
 int ember_dlrm_world(const ember_dlrm *m) { return m && m->world > 1 ? m->world : 1; }
 ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m) { return m ? m->opt : NULL; }
@@ -493,17 +569,28 @@ static ember_status table_check(const ember_dlrm *m, int t, const char *fn) {
 /*
  * Optimizer state of sharded rows: each rank handles the rows it holds, found with the
  * plan, in runs of consecutive local rows. read: the holders' values, zeros elsewhere,
- * summed over the ranks (one all-reduce); write: local.
+ * summed over the ranks (one all-reduce; a replicated row is read on rank 0 only);
+ * write: local. A column slice [cb, cb + w) of a row holds the same columns of each
+ * per-column state array (Adagrad: 1 array, Adam: 2), so its (w * sf / dim) floats go
+ * to and from those columns of the row's sf.
  */
 static ember_status sharded_state(ember_dlrm *m, int t, int64_t first, int64_t count, float *state, int write) {
-    static const char fn[] = "ember_dlrm_read_table";
-    int64_t sf = m->sf[t];
+    const char *fn = write ? "ember_dlrm_write_table" : "ember_dlrm_read_table";
+    int64_t sf = m->sf[t], dim = m->dims[t];
     if (first < 0 || count < 0 || first + count > m->cfg.table_rows[t])
         return ember__error(EMBER_ERR_INDEX, "%s: rows [%lld, %lld) of table %d (%lld rows)", fn, (long long)first,
                             (long long)(first + count), t, (long long)m->cfg.table_rows[t]);
+    ember_plan_shard sh = {0};
+    ember_status st = ember_plan_get_shard(m->plan, t, m->rank, &sh);
+    const int64_t cb = sh.col_begin, w = sh.col_end - sh.col_begin;
+    const int sliced = w > 0 && w < dim;
+    const int64_t arrays = sliced ? sf / dim : 0, lsf = sliced ? arrays * w : sf; /* state floats of a local row */
+    assert(!sliced || sf % dim == 0); /* plan_build refuses rowwise Adagrad for column slices */
     int *ranks = malloc((size_t)(count ? count : 1) * sizeof *ranks);
     int64_t *local = malloc((size_t)(count ? count : 1) * sizeof *local);
-    ember_status st = ranks && local ? EMBER_OK : ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %lld rows", fn, (long long)count);
+    float *slice = sliced ? malloc((size_t)(count ? count * lsf : 1) * sizeof *slice) : NULL;
+    if (st == EMBER_OK && (!ranks || !local || (sliced && !slice)))
+        st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %lld rows", fn, (long long)count);
     if (st == EMBER_OK && !write) memset(state, 0, (size_t)(count * sf) * sizeof *state);
     int64_t *ids = st == EMBER_OK ? malloc((size_t)(count ? count : 1) * sizeof *ids) : NULL;
     if (st == EMBER_OK && !ids) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
@@ -513,16 +600,28 @@ static ember_status sharded_state(ember_dlrm *m, int t, int64_t first, int64_t c
     ember_ebc *e = ember_sharded_ebc_local(m->sh);
     int lt = ember_sharded_ebc_local_table(m->sh, t);
     for (int64_t i = 0; st == EMBER_OK && i < count;) {
-        int mine = ranks[i] == m->rank || (ranks[i] == EMBER_PLAN_EVERY_RANK && (write || m->rank == 0));
+        int mine = ranks[i] == m->rank || (ranks[i] == EMBER_PLAN_EVERY_RANK && (write || sliced || m->rank == 0));
         int64_t j = i + 1;
         while (j < count && ranks[j] == ranks[i] && local[j] == local[j - 1] + 1) j++;
-        if (mine && e && lt >= 0)
+        if (mine && e && lt >= 0 && !sliced) {
             st = write ? ember_ebc_write_state(e, lt, local[i], j - i, state + i * sf)
                        : ember_ebc_read_state(e, lt, local[i], j - i, state + i * sf);
+        } else if (mine && e && lt >= 0) {
+            /* (j - i, arrays, w) local <-> columns [cb, cb + w) of each array of (j - i, sf) */
+            for (int64_t r = i; write && r < j; r++)
+                for (int64_t a = 0; a < arrays; a++)
+                    memcpy(slice + (r - i) * lsf + a * w, state + r * sf + a * dim + cb, (size_t)w * sizeof *slice);
+            st = write ? ember_ebc_write_state(e, lt, local[i], j - i, slice)
+                       : ember_ebc_read_state(e, lt, local[i], j - i, slice);
+            for (int64_t r = i; st == EMBER_OK && !write && r < j; r++)
+                for (int64_t a = 0; a < arrays; a++)
+                    memcpy(state + r * sf + a * dim + cb, slice + (r - i) * lsf + a * w, (size_t)w * sizeof *slice);
+        }
         i = j;
     }
     free(ranks);
     free(local);
+    free(slice);
     /* every rank reaches the all-reduce, whatever happened locally, so none hangs */
     if (!write) {
         ember_status rs = ember_comm_all_reduce(m->ecomm, state, state, count * sf, EMBER_DTYPE_F32, EMBER_REDUCE_SUM,

@@ -29,7 +29,8 @@ static const char *const OPTIMS[] = {"sgd", "adagrad", "adam", "adamw"};
 static const char *const SPARSE[] = {"auto", "sgd", "adagrad", "rowwise_adagrad", "adam", "adamw"};
 static const char *const INTER[] = {"dot", "dot-self", "dcn"};
 static const char *const POLICY[] = {"lfu", "lru", "static"};
-static const char *const PLANS[] = {"auto", "tablewise", "rowwise"}; /* -1 (auto), EMBER_PLAN_TABLEWISE, _ROWWISE */
+/* -1 (auto), then the ember_plan_kind values in order: TABLEWISE, ROWWISE, COLUMNWISE, MINIMAX */
+static const char *const PLANS[] = {"auto", "tablewise", "rowwise", "columnwise", "minimax"};
 static const char *const ROUNDING[] = {"stochastic", "nearest"};     /* = EMBER_CACHE_ROUNDING_* */
 
 #define F(field) offsetof(ember_train_config, field)
@@ -60,15 +61,17 @@ static const key KEYS[] = {
     {"sparse-optimizer", K_ENUM, F(sparse_optimizer), SPARSE, 6, 0, 0,
      "embedding optimizer: auto (as optimizer) | sgd | adagrad | rowwise_adagrad | adam | adamw"},
     {"threads", K_INT, F(threads), 0, 0, 0, 4096, "CPU threads (0: all cores or $OMP_NUM_THREADS)"},
-    {"plan", K_ENUM, F(plan), PLANS, 3, 0, 0,
-     "under mpirun: how the tables are sharded over the ranks, tablewise | rowwise | auto (the lower predicted "
-     "max lookups per rank from the warmup counts; without counts rowwise) (one process: ignored)"},
+    {"plan", K_ENUM, F(plan), PLANS, 5, 0, 0,
+     "under mpirun: how the tables are sharded over the ranks, tablewise | rowwise | columnwise | minimax "
+     "(frequency-aware, by the warmup counts) | auto (tablewise, rowwise or minimax, the lowest predicted max "
+     "lookups per rank from the warmup counts; without counts rowwise) (one process: ignored)"},
     {"cache-ratio", K_F64, F(cache_ratio), 0, 0, 0, 1, "embedding cache: slots per table / rows (0: tables resident)"},
     {"cache-policy", K_ENUM, F(cache_policy), POLICY, 3, 0, 0, "lfu | lru | static"},
     {"lookahead", K_INT, F(lookahead), 0, 0, 0, 16, "batches the cache prepares ahead of the step"},
     {"lmdb", K_STR, F(lmdb), 0, 0, 0, 0, "LMDB store directory for the lowest tier (empty: rows in DRAM)"},
     {"host-ratio", K_F64, F(host_ratio), 0, 0, 0, 1, "with lmdb: DRAM cache in front of the disk, fraction of rows"},
-    {"warmup", K_STR, F(warmup), 0, 0, 0, 0, "frequency counts (ember count -o FILE) to preload the hottest rows"},
+    {"warmup", K_STR, F(warmup), 0, 0, 0, 0,
+     "frequency counts (ember count -o FILE) to preload the hottest rows, and for plan minimax or auto"},
     {"tier-hot", K_F64, F(tier_hot), 0, 0, 0, 1,
      "precision tiers of the host store: fraction of each table's hottest rows (by the warmup counts) kept f32 "
      "(tier-hot and tier-warm 0: no tiers)"},
@@ -367,8 +370,15 @@ ember_status ember_train_config_validate(const ember_train_config *c) {
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: eval-data needs data (synthetic data brings its own)");
     if (!c->data[0] && !c->data_dir[0])
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: synthetic data needs data-dir");
-    if (c->warmup[0] && c->cache_ratio == 0)
-        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: warmup needs the cache (cache-ratio > 0)");
+    const int plan_counts = c->plan == EMBER_TRAIN_PLAN_AUTO || c->plan == EMBER_PLAN_MINIMAX;
+    if (c->warmup[0] && c->cache_ratio == 0 && !plan_counts)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "config: warmup needs the cache (cache-ratio > 0) or a plan that uses counts (minimax, "
+                            "auto)");
+    if (c->plan == EMBER_PLAN_MINIMAX && !c->warmup[0])
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "config: plan minimax needs warmup COUNTS (ember count -o FILE over the training data) "
+                            "to place the hot rows");
     if (c->tier_hot > 0 || c->tier_warm > 0) {
         const char *k = c->tier_hot > 0 ? "tier-hot" : "tier-warm";
         if (c->tier_hot + c->tier_warm > 1)

@@ -96,6 +96,7 @@ struct ember_trainer {
     int rank, world;
     int64_t lb;       /* this rank's rows per batch: batch / world */
     ember_plan_kind plan; /* cfg.plan with auto resolved (choose_plan) */
+    ember_freq *counts;   /* the warmup counts while the model is built (load_counts), then NULL */
 };
 
 static double now_s(void) {
@@ -363,13 +364,22 @@ static ember_status rewrap(ember_status st, const char *what, const char *path) 
     return ember__error(st, "%s %s: %s", what, path, why);
 }
 
-static ember_status build_model(ember_trainer *t) {
+/* The warmup counts, read once (every rank reads the same file): they feed the plan on
+   N ranks (plan auto and minimax), rank the rows into precision tiers and warm the cache. */
+static ember_status load_counts(ember_trainer *t) {
+    if (t->counts || !t->cfg.warmup[0]) return EMBER_OK;
+    return ember_freq_load(t->cfg.warmup, NULL, &t->counts);
+}
+
+/* The model's config without its cache and memory: one place for choose_plan and build_model,
+   so that the plans compared are the plan trained with. */
+static ember_dlrm_config model_config(const ember_trainer *t) {
     const ember_train_config *c = &t->cfg;
     ember_dlrm_config mc = {.num_dense = ND, .num_tables = NT, .table_rows = t->rows, .emb_dim = c->emb_dim,
                             .batch = t->lb, .seed = c->seed, .interaction = c->interaction,
                             .dcn_layers = c->interaction == EMBER_DLRM_DCN ? c->dcn_layers : 0,
                             .dcn_rank = c->interaction == EMBER_DLRM_DCN ? c->dcn_rank : 0,
-                            .comm = t->comm, .plan = t->plan};
+                            .comm = t->comm, .plan = t->plan, .freq = t->world > 1 ? t->counts : NULL};
     memcpy(mc.bottom, c->bottom, sizeof mc.bottom);
     memcpy(mc.top, c->top, sizeof mc.top);
     mc.sparse_lr = c->sparse_lr > 0 ? c->sparse_lr : c->lr;
@@ -380,6 +390,14 @@ static ember_status build_model(ember_trainer *t) {
         [EMBER_OPTIM_ADAM] = EMBER_SPARSE_OPTIM_ADAM, [EMBER_OPTIM_ADAMW] = EMBER_SPARSE_OPTIM_ADAMW};
     mc.sparse_optim.type = c->sparse_optimizer >= 0 ? (ember_sparse_optim)c->sparse_optimizer : follow[c->optimizer];
     if (mc.sparse_optim.type == EMBER_SPARSE_OPTIM_ADAMW) mc.sparse_optim.weight_decay = mc.dense_optim.weight_decay;
+    return mc;
+}
+
+static ember_status build_model(ember_trainer *t) {
+    const ember_train_config *c = &t->cfg;
+    /* the counts: for the cache (one process), or for a minimax plan (N ranks; the cache is off) */
+    if (c->cache_ratio > 0 || (t->world > 1 && t->plan == EMBER_PLAN_MINIMAX)) EMBER_TRY(load_counts(t));
+    ember_dlrm_config mc = model_config(t);
     ember_cache_config cc = {.ratio = c->cache_ratio, .policy = c->cache_policy, .lookahead = c->lookahead,
                              /* every batch in flight must fit: small tables end up wholly cached */
                              .min_slots = c->batch * (c->lookahead + 1)};
@@ -391,11 +409,9 @@ static ember_status build_model(ember_trainer *t) {
         mc.keep_tables = c->resume; /* the store holds the checkpoint's rows */
     }
     if (c->cache_ratio > 0) mc.cache = &cc;
-    /* The warmup counts, read once: they rank the rows into precision tiers and warm the cache. */
-    ember_freq *freq = NULL;
     ember_cache_tiers tiers = {.hot = c->tier_hot, .warm = c->tier_warm, .rounding = c->tier_rounding,
                                .seed = c->seed ^ 0x7135ull};
-    if (mc.cache && c->warmup[0]) EMBER_TRY(ember_freq_load(c->warmup, NULL, &freq));
+    ember_freq *freq = t->counts;
     if (mc.cache && (c->tier_hot > 0 || c->tier_warm > 0)) {
         tiers.counts = freq; /* validate made sure there are counts and the host store */
         cc.tiers = &tiers;
@@ -409,15 +425,17 @@ static ember_status build_model(ember_trainer *t) {
         mc.tier = EMBER_TIER_DEVICE;
     }
     ember_status st = ember_dlrm_create(&mc, &t->m);
-    if (st == EMBER_OK && freq) st = ember_cache_warmup_counts(ember_dlrm_cache(t->m), freq);
+    if (st == EMBER_OK && freq && mc.cache) st = ember_cache_warmup_counts(ember_dlrm_cache(t->m), freq);
     if (st != EMBER_OK && freq) st = rewrap(st, "warmup counts", c->warmup);
-    ember_freq_destroy(freq);
+    ember_freq_destroy(t->counts);
+    t->counts = NULL;
     return st;
 }
 
-/* plan = auto on N ranks: table-wise or row-wise, whichever ember_plan_build predicts the
-   lower maximum lookups per rank for, from the warmup counts; without counts row-wise.
-   Every rank reads the same counts and so makes the same choice. */
+/* plan = auto on N ranks: table-wise, row-wise or minimax, whichever predicts the lowest
+   maximum lookups per rank from the warmup counts (ember_dlrm_plan_choose builds the plans
+   the model would build); without counts row-wise. Every rank reads the same counts and
+   so makes the same choice. */
 static ember_status choose_plan(ember_trainer *t) {
     const ember_train_config *c = &t->cfg;
     t->plan = c->plan == EMBER_TRAIN_PLAN_AUTO ? EMBER_PLAN_TABLEWISE : (ember_plan_kind)c->plan;
@@ -427,29 +445,16 @@ static ember_status choose_plan(ember_trainer *t) {
         say(t, "plan auto: rowwise (no warmup counts to predict the loads; uniform ids spread evenly over row ranges)");
         return EMBER_OK;
     }
-    ember_freq *freq = NULL;
-    EMBER_TRY(ember_freq_load(c->warmup, NULL, &freq));
-    ember_plan_table pt[NT];
-    for (int k = 0; k < NT; k++) pt[k] = (ember_plan_table){.rows = t->rows[k], .dim = c->emb_dim};
-    static const ember_plan_kind kinds[2] = {EMBER_PLAN_TABLEWISE, EMBER_PLAN_ROWWISE};
-    ember_plan_stats ps[2];
-    ember_status st = EMBER_OK;
-    for (int i = 0; i < 2 && st == EMBER_OK; i++) {
-        ember_plan *plan = NULL;
-        st = ember_plan_build(&(ember_plan_params){.kind = kinds[i], .world = t->world, .num_tables = NT,
-                                                   .tables = pt, .freq = freq,
-                                                   .replicate = EMBER_PLAN_REPLICATE_NEVER,
-                                                   .budget = EMBER_PLAN_BUDGET_REPORT},
-                              &plan);
-        if (st == EMBER_OK) st = ember_plan_get_stats(plan, t->lb, &ps[i], NULL);
-        ember_plan_destroy(plan);
-    }
-    ember_freq_destroy(freq);
+    EMBER_TRY(load_counts(t));
+    static const ember_plan_kind kinds[3] = {EMBER_PLAN_TABLEWISE, EMBER_PLAN_ROWWISE, EMBER_PLAN_MINIMAX};
+    ember_plan_stats ps[3];
+    ember_dlrm_config mc = model_config(t);
+    ember_status st = ember_dlrm_plan_choose(&mc, t->world, kinds, 3, &t->plan, ps);
     if (st != EMBER_OK) return rewrap(st, "plan auto: warmup counts", c->warmup);
-    t->plan = ps[1].max_lookups < ps[0].max_lookups ? EMBER_PLAN_ROWWISE : EMBER_PLAN_TABLEWISE;
-    say(t, "plan auto on %d ranks: tablewise max %.0f lookups per rank (imbalance %.2f), rowwise max %.0f "
-           "(imbalance %.2f), by the counts in %s: %s",
-        t->world, ps[0].max_lookups, ps[0].imbalance, ps[1].max_lookups, ps[1].imbalance, c->warmup,
+    say(t, "plan auto on %d ranks: max lookups per rank (imbalance) tablewise %.0f (%.2f), rowwise %.0f (%.2f), "
+           "minimax %.0f (%.2f; %lld hot and %lld replicated rows), by the counts in %s: %s",
+        t->world, ps[0].max_lookups, ps[0].imbalance, ps[1].max_lookups, ps[1].imbalance, ps[2].max_lookups,
+        ps[2].imbalance, (long long)ps[2].hot_blocks, (long long)ps[2].replicated_blocks, c->warmup,
         ember_plan_kind_name(t->plan));
     return EMBER_OK;
 }
@@ -741,7 +746,7 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
                               (long long)cfg->batch, t->world);
         else if (cfg->cache_ratio > 0 &&
                  (cfg->lmdb[0] || cfg->tier_hot > 0 || cfg->tier_warm > 0 ||
-                  (cfg->warmup[0] && cfg->plan != EMBER_TRAIN_PLAN_AUTO)))
+                  (cfg->warmup[0] && cfg->plan != EMBER_TRAIN_PLAN_AUTO && cfg->plan != EMBER_PLAN_MINIMAX)))
             st = ember__error(EMBER_ERR_UNSUPPORTED,
                               "%s: %s needs the embedding cache, which is not supported on %d ranks yet (the "
                               "tables are sharded over the ranks, resident)",
@@ -792,6 +797,7 @@ void ember_trainer_destroy(ember_trainer *t) {
     if (!t) return;
     ember_loader_destroy(t->loader);
     ember_dlrm_destroy(t->m);
+    ember_freq_destroy(t->counts); /* still held only when creation failed before the model was built */
     ember_comm_destroy(t->comm); /* after the model, which uses it; finalizes MPI */
     ember_gen_destroy(t->gen);
     ring_free(t);

@@ -44,19 +44,41 @@
  * On N ranks (config.comm of size N > 1; DESIGN.md section 8). Every rank builds the
  * same model from the same config; config.batch is then this rank's batch (the global
  * batch is N times it). The tables become one ember_sharded_ebc spread over the ranks
- * by a plan of config.plan (table-wise or row-wise), behind the graph's embedding-bag
- * node (an ember_ebc_backend), on a duplicate of the communicator; the dense layers
- * are replicated and trained under ember_ddp. A step on rank r: forward (the bottom
+ * by a plan of config.plan (ember/partition.h: table-wise, row-wise, column-wise or the
+ * frequency-aware minimax), behind the graph's embedding-bag node (an
+ * ember_ebc_backend), on a duplicate of the communicator; the dense layers are
+ * replicated and trained under ember_ddp. A step on rank r: forward (the bottom
  * MLP on the rank's rows; the embedding node looks every id up on its owner: an
  * all-to-all of ids, pooled rows back); backward (dense gradients all-reduced MEAN in
  * buckets, overlapped with backward; the embedding node sends dL/d(pooled) to the
  * owners, which apply the fused sparse update to their rows); the dense optimizer
  * step (identical on every rank). This is the one-process step on the global batch
  * (the ranks' batches concatenated in rank order) up to reduction order: table-wise,
- * the embedding half is bit-exact; the dense gradients differ by the split of the
- * batch's sum into per-rank sums. train_step, predict, read_table and create are
- * collective: every rank calls them in the same order; write_table is local (each
- * rank keeps the rows it holds, so every rank passes the whole rows).
+ * the embedding half is bit-exact; row-wise and minimax reorder each bag's sum into
+ * per-owner partial sums (and all-reduce the gradients of replicated rows); column-wise
+ * moves columns between the kernel's vector body and scalar tail (an ulp or so); the
+ * dense gradients differ by the split of the batch's sum into per-rank sums. Column
+ * slices keep their own optimizer state and norms, so column-wise refuses what needs a
+ * whole row at once: rowwise Adagrad, max_grad_norm and int8-rowwise rows. train_step,
+ * predict, read_table and create are collective: every rank calls them in the same
+ * order; write_table is local (each rank keeps the rows it holds, so every rank passes
+ * the whole rows).
+ *
+ * The plan is built from config.freq, the tables' lookup counts (`ember count`,
+ * ember_freq_load): minimax needs them (its hot rows go one by one to the least loaded
+ * rank, the hottest replicated on every rank), table-wise places the busiest tables
+ * first by them, row-wise and column-wise cut by ids and columns alone. Every rank must
+ * pass the same counts (ember_sharded_ebc_create checks that the plans agree).
+ * ember_dlrm_plan_choose compares kinds for a config before any model exists:
+ *
+ *     ember_freq *f;
+ *     ember_freq_load("train.freq", NULL, &f);          // counts of the training days
+ *     ember_dlrm_config c = {..., .comm = world, .freq = f};
+ *     static const ember_plan_kind kinds[] = {EMBER_PLAN_TABLEWISE, EMBER_PLAN_ROWWISE,
+ *                                             EMBER_PLAN_MINIMAX};
+ *     ember_dlrm_plan_choose(&c, ember_comm_size(world), kinds, 3, &c.plan, NULL);
+ *     ember_dlrm_create(&c, &m);                        // the counts are not kept
+ *     ember_freq_destroy(f);
  *
  * Thread safety: a model is used by one thread at a time.
  */
@@ -122,7 +144,12 @@ typedef struct ember_dlrm_config {
     /* Ranks (see "On N ranks"): NULL or a communicator of size 1: one process. Not owned:
        keep it alive while the model is. Size > 1 needs resident tables (cache NULL). */
     ember_comm *comm;
-    ember_plan_kind plan;        /* with comm: EMBER_PLAN_TABLEWISE (default) or EMBER_PLAN_ROWWISE */
+    ember_plan_kind plan;        /* with comm: EMBER_PLAN_TABLEWISE (default), _ROWWISE, _COLUMNWISE
+                                    or _MINIMAX (needs freq) */
+    /* With comm: lookup counts of the tables for the plan (table t of the counts is table t,
+       its ids < table_rows[t]); NULL: none. Read by ember_dlrm_create, not kept. Ignored in
+       one process. */
+    const ember_freq *freq;
 } ember_dlrm_config;
 
 typedef struct ember_dlrm ember_dlrm;
@@ -131,12 +158,34 @@ typedef struct ember_dlrm ember_dlrm;
  * Build the graph, the tables and the optimizers.
  * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (naming the field): num_dense, num_tables,
  *         emb_dim, batch or table_rows unset or < 1, interaction out of range, dcn_layers
- *         or dcn_rank negative or set without EMBER_DLRM_DCN, table_dims[t] < 1;
+ *         or dcn_rank negative or set without EMBER_DLRM_DCN, table_dims[t] < 1; on N
+ *         ranks a plan kind out of range, or MINIMAX without freq;
+ *         EMBER_ERR_UNSUPPORTED: a cache on N ranks; COLUMNWISE with rowwise Adagrad,
+ *         max_grad_norm or int8-rowwise rows;
  *         EMBER_ERR_SHAPE: with a dot interaction, table_dims[t] or the bottom MLP's last
- *         size other than emb_dim; the top MLP not ending with 1; EMBER_ERR_OUT_OF_MEMORY.
+ *         size other than emb_dim; the top MLP not ending with 1; EMBER_ERR_OUT_OF_MEMORY;
+ *         ember_plan_build's errors (EMBER_ERR_INDEX: a counted id outside its table).
  */
 ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out);
 void ember_dlrm_destroy(ember_dlrm *m);
+
+/**
+ * Choose among plan kinds for cfg on world ranks before creating the model: each of
+ * kinds[0 .. n) is built as ember_dlrm_create would build it (cfg->freq's counts; the
+ * plan's rows, dims and record bytes of cfg's tables), and *out gets the one with the
+ * lowest predicted maximum lookups per rank (ember_plan_stats.max_lookups), ties going
+ * to the earlier kind. Local: cfg->comm is not used, so every rank that passes the same
+ * cfg and counts chooses alike. Without counts every load is 0 (the first kind wins) and
+ * MINIMAX is refused.
+ * Column-wise spreads every lookup over all ranks, so it always looks balanced by this
+ * measure (its cost is communication): leave it out of kinds to compare the others.
+ * @param[out] stats NULL or n entries: each plan's summary for cfg->batch samples per rank.
+ * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULLs, n < 1, world < 2 or beyond
+ *         EMBER_PLAN_MAX_WORLD, num_tables or table_rows unset, and the plan errors of
+ *         ember_dlrm_create, naming the kind); ember_plan_build's errors.
+ */
+ember_status ember_dlrm_plan_choose(const ember_dlrm_config *cfg, int world, const ember_plan_kind *kinds, int n,
+                                    ember_plan_kind *out, ember_plan_stats *stats);
 
 /**
  * One step on a batch of cfg->batch samples: dense (B, num_dense) f32, sparse one
@@ -168,6 +217,9 @@ ember_graph *ember_dlrm_graph(ember_dlrm *m);
 ember_ebc *ember_dlrm_tables(ember_dlrm *m);
 /** The sharded tables on N ranks, NULL in one process. */
 ember_sharded_ebc *ember_dlrm_sharded_tables(ember_dlrm *m);
+/** The plan of the tables on N ranks (owned by the model, valid while it lives; the same
+    on every rank), NULL in one process. */
+const ember_plan *ember_dlrm_plan(const ember_dlrm *m);
 /** This rank and the number of ranks (0 and 1 in one process). */
 int ember_dlrm_rank(const ember_dlrm *m);
 int ember_dlrm_world(const ember_dlrm *m);

@@ -43,19 +43,20 @@
  * Under mpirun (N ranks; ember_comm_create_default picks MPI). `batch` stays the global
  * batch: each rank's loader reads its batch / N rows of every global batch (an error
  * when N does not divide batch), the tables are sharded over the ranks by `plan`
- * (tablewise, rowwise or auto) and the dense layers run data parallel (ember_dlrm's "On N
- * ranks"): the same training as one process up to reduction order. The cache is not
- * yet combined with sharding: with N > 1, cache-ratio is ignored (said in the log) and
- * each rank keeps its shard resident; lmdb, tiers and warmup, which need the cache, are
- * refused (EMBER_ERR_UNSUPPORTED), except warmup with plan = auto, which then only
- * chooses the plan. Evaluation: each rank
- * scores its slice of every held-out batch, the probabilities and labels are gathered
- * in global order and every rank computes the same metrics. Only rank 0 writes the
+ * (tablewise, rowwise, columnwise, minimax or auto) and the dense layers run data
+ * parallel (ember_dlrm's "On N ranks"): the same training as one process up to reduction
+ * order. The cache is not yet combined with sharding: with N > 1, cache-ratio is ignored
+ * (said in the log) and each rank keeps its shard resident; lmdb, tiers and warmup, which
+ * need the cache, are refused (EMBER_ERR_UNSUPPORTED), except warmup with plan = minimax
+ * or auto, which then only feeds the plan. Evaluation: each rank scores its slice of
+ * every held-out batch, the probabilities and labels are gathered in global order and
+ * every rank computes the same metrics. Only rank 0 writes the
  * metrics file, checkpoints and predictions; a checkpoint holds the whole tables (read
  * back through the sharded collection), the same files as one process writes, and all
  * ranks wait for it: a checkpoint resumes at any number of ranks and any plan (every
  * rank reads the whole table files and keeps its rows). `profile` traces rank 0;
- * `warmup` and `lmdb` need the cache. Every trainer call is then collective.
+ * `lmdb` needs the cache, `warmup` the cache or a plan from counts. Every trainer call
+ * is then collective.
  *
  * Precision tiers (tier-hot, tier-warm, tier-rounding; ember/cache.h "Precision tiers").
  * With tier-hot or tier-warm above 0, the cache's host store keeps the hottest tier-hot
@@ -66,14 +67,21 @@
  * gives the store's bytes beside the same rows as f32 records. Compressed rows are
  * rounded, so a resume is exact only up to that rounding.
  *
- * Plan auto (plan = auto, under mpirun). Each rank builds a table-wise and a row-wise
- * plan (ember_plan_build) over the `warmup` counts and takes the one with the lower
- * predicted maximum lookups per rank (ties: table-wise); rank 0 logs both and the
- * choice. Every rank reads the same counts, so all choose alike. With N > 1 ranks and
- * plan = auto, `warmup` only feeds this choice (the cache is off on N ranks). Without
- * counts, row-wise: uniform ids spread evenly over row ranges, while whole tables of
- * different sizes cannot. In one process plan is ignored. The frequency-aware MINIMAX
- * plan is not offered: the DLRM builds its own plans without counts (ember/dlrm.h).
+ * Plans from counts (under mpirun). plan = minimax shards the tables frequency-aware
+ * (ember/partition.h MINIMAX: hot rows one by one to the least loaded rank, the hottest
+ * replicated on every rank, the cold rest in id ranges) by the `warmup` counts, which it
+ * requires (ember_train_config_validate fails naming `warmup` without them); the counts
+ * must be of the training rows with ids reduced to the table rows, as the loader reduces
+ * them. plan = auto builds the table-wise, row-wise and minimax plans the model would
+ * build over the `warmup` counts (ember_dlrm_plan_choose) and takes the one with the
+ * lowest predicted maximum lookups per rank (ties: the earlier of that order); rank 0
+ * logs all three and the choice. Every rank reads the same counts, so all choose alike;
+ * the chosen plan is built from the same counts (table-wise then places the busiest
+ * tables first). Without counts, auto takes row-wise: uniform ids spread evenly over row
+ * ranges, while whole tables of different sizes cannot. Column-wise (plan = columnwise)
+ * is never chosen by auto: it splits every lookup over all ranks, so it always predicts
+ * a perfect balance while it moves the most bytes. With N > 1 ranks `warmup` only feeds
+ * the plan (the cache is off on N ranks). In one process plan is ignored.
  *
  * Thread safety: a trainer is used by one thread at a time.
  */
@@ -93,7 +101,7 @@ extern "C" {
 #endif
 
 #define EMBER_TRAIN_PATH_MAX 1024
-/** ember_train_config.plan: pick table-wise or row-wise under mpirun (see "Plan auto"). */
+/** ember_train_config.plan: pick table-wise, row-wise or minimax under mpirun (see "Plans from counts"). */
 #define EMBER_TRAIN_PLAN_AUTO (-1)
 
 /** Every field has a key of the same name with '-' for '_' (see ember_train_config_help). */
@@ -121,15 +129,17 @@ typedef struct ember_train_config {
     ember_optim_kind optimizer;           /* dense layers */
     int sparse_optimizer;                 /* an ember_sparse_optim, or -1: as optimizer */
     int threads;                          /* 0: ember_get_num_threads() */
-    int plan;                             /* under mpirun: EMBER_PLAN_TABLEWISE (default), _ROWWISE, or
-                                             EMBER_TRAIN_PLAN_AUTO (see "Plan auto" above) */
+    int plan;                             /* under mpirun: an ember_plan_kind (EMBER_PLAN_TABLEWISE by
+                                             default; _MINIMAX needs warmup) or EMBER_TRAIN_PLAN_AUTO (see
+                                             "Plans from counts" above) */
     /* cache */
     double cache_ratio;                   /* device slots per table / rows; 0: resident */
     ember_cache_policy cache_policy;
     int lookahead;                        /* batches prepared ahead */
     char lmdb[EMBER_TRAIN_PATH_MAX];      /* LMDB store directory ("": the host store) */
     double host_ratio;                    /* LMDB: DRAM cache in front of the disk */
-    char warmup[EMBER_TRAIN_PATH_MAX];    /* frequency-count file to warm the cache ("": none) */
+    char warmup[EMBER_TRAIN_PATH_MAX];    /* frequency-count file to warm the cache and for plan minimax
+                                             or auto ("": none) */
     double tier_hot, tier_warm;           /* precision tiers of the host store: fractions of each
                                              table's rows kept f32 / f16, the rest int8-rowwise
                                              (0 and 0: no tiers); need warmup counts */
