@@ -10,7 +10,8 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 export PATH := /usr/local/cuda/bin:$(PATH)
 
 # Debian packages ember builds against (CUDA comes from /usr/local/cuda when present).
-DEB_PACKAGES := cmake make gcc g++ pkg-config libopenblas-openmp-dev liblmdb-dev libopenmpi-dev openmpi-bin zlib1g-dev
+DEB_PACKAGES := cmake make gcc g++ pkg-config libopenblas-openmp-dev liblmdb-dev libopenmpi-dev openmpi-bin zlib1g-dev \
+                libdnnl-dev
 # The fuzz preset (make check PRESET=fuzz) builds with clang and links libFuzzer from
 # clang's runtime library; clang's OpenMP is libomp.
 ifeq ($(PRESET),fuzz)

@@ -24,6 +24,12 @@
  *                        bytes), evaluated on the AUC_EVAL rows after them; metric auc,
  *                        the mean over AUC_SEEDS initialisations (one seed's AUC moves
  *                        by about 0.001 with the seed, as much as the two sides differ)
+ *   ..._bf16             every case above again with bf16 matmul products
+ *                        (ember_set_matmul_precision), where this CPU multiplies bf16
+ *                        natively (AMX or AVX512-BF16 through oneDNN); params.mode says
+ *                        which precision a case ran at. The headline cases are the
+ *                        fastest precision available (bf16 where it is); the peer runs
+ *                        its _bf16 cases under torch.autocast(bfloat16), its own fastest
  *   ranks<K>_<plan>      (ember bench dlrm --ranks N) the default DLRM trained on K =
  *                        1, 2, 4, ... N ranks of this machine (mpiexec -n K ember bench
  *                        dlrm-ranks; $MPIEXEC or mpiexec on $PATH) with each plan:
@@ -238,6 +244,15 @@ static ember_status step_op(void *arg) {
     return EMBER_OK;
 }
 
+/* The headline cases (bench/compare's last line): each side's fastest matmul precision,
+   bf16 where the CPU multiplies bf16 natively (the peer then runs under torch.autocast
+   with bf16), else f32. The other precision's cases are reported beside them. */
+static int headline_mode(void) {
+    ember_features f;
+    ember_get_features(&f);
+    return ember_get_matmul_precision() == (f.bf16_matmul ? EMBER_MATMUL_BF16 : EMBER_MATMUL_F32);
+}
+
 static ember_status run_speed(const ember_bench_opts *o, const char *suite, const char *case_name, const arch *a,
                               const pool *p, double scale, int64_t rows_total, int cached) {
     ember_dlrm_config cfg = config_of(a, p->rows, p->B, LR);
@@ -277,9 +292,10 @@ static ember_status run_speed(const ember_bench_opts *o, const char *suite, cons
         int n = snprintf(params, sizeof params,
                          "\"model\":\"%s\",\"tables\":%d,\"scale\":%g,\"rows_total\":%lld,\"dim\":%d,\"bottom\":\"%s\","
                          "\"top\":\"%s\",\"interaction\":\"dot\",\"batch\":%lld,\"optim\":\"adagrad\",\"lr\":%g,"
-                         "\"zipf_s\":%.2f,\"store\":\"%s\",\"threads\":%d,\"headline\":1",
+                         "\"zipf_s\":%.2f,\"store\":\"%s\",\"threads\":%d,\"mode\":\"%s\",\"headline\":%d",
                          a->name, NT, scale, (long long)rows_total, a->dim, bot, top, (long long)p->B, (double)LR,
-                         ZIPF_S, cached ? "cache" : "resident", ember_get_num_threads());
+                         ZIPF_S, cached ? "cache" : "resident", ember_get_num_threads(),
+                         ember_matmul_precision_name(ember_get_matmul_precision()), headline_mode());
         if (cached && n > 0 && (size_t)n < sizeof params)
             snprintf(params + n, sizeof params - (size_t)n,
                      ",\"ratio\":%g,\"slots_fraction\":%.4f,\"lookahead\":%d,\"cache_store\":\"host\","
@@ -388,10 +404,12 @@ static ember_status run_auc(const ember_bench_opts *o, const char *suite) {
                  "\"eval_rows\":%d,\"epochs\":1,\"order\":\"file\",\"rows_total\":%lld,\"dim\":%d,\"bottom\":\"%s\","
                  "\"top\":\"%s\",\"batch\":%d,\"optim\":\"adagrad\",\"lr\":%g,\"init_seeds\":%d,"
                  "\"auc_per_seed\":[%s],\"mean_train_loss\":%.5f,\"eval_logloss\":%.5f,\"bayes_auc\":%.4f,"
-                 "\"seconds\":%.2f,\"threads\":%d",
+                 "\"seconds\":%.2f,\"threads\":%d,\"matmul_precision\":\"%s\"",
                  AUC_SCALE, AUC_TRAIN + AUC_EVAL, AUC_TRAIN, AUC_EVAL, (long long)rows_total, AUC_ARCH.dim, bot, top,
-                 AUC_BATCH, (double)AUC_LR, AUC_SEEDS, seeds, train_loss, logloss, bayes, el, ember_get_num_threads());
-        ember_bench_emit(o, suite, "auc_1epoch", "auc", auc, "AUC", params);
+                 AUC_BATCH, (double)AUC_LR, AUC_SEEDS, seeds, train_loss, logloss, bayes, el, ember_get_num_threads(),
+                 ember_matmul_precision_name(ember_get_matmul_precision()));
+        ember_bench_emit(o, suite, ember_get_matmul_precision() == EMBER_MATMUL_BF16 ? "auc_1epoch_bf16" : "auc_1epoch",
+                         "auc", auc, "AUC", params);
     }
     ember_npy_triplet_close(tr);
     ember_gen_destroy(g);
@@ -405,7 +423,26 @@ static ember_status run_auc(const ember_bench_opts *o, const char *suite) {
     return st;
 }
 
+static ember_status run_precision(const ember_bench_opts *o, const char *suite);
+
+/* Every case at f32, then again with bf16 matmul products where this CPU has them
+   (cases suffixed _bf16); the precision is put back to what it was. */
 static ember_status run_suite(const ember_bench_opts *o, const char *suite) {
+    ember_features f;
+    ember_get_features(&f);
+    const ember_matmul_precision was = ember_get_matmul_precision();
+    EMBER_TRY(ember_set_matmul_precision(EMBER_MATMUL_F32));
+    ember_status st = run_precision(o, suite);
+    if (st == EMBER_OK && f.bf16_matmul) {
+        st = ember_set_matmul_precision(EMBER_MATMUL_BF16);
+        if (st == EMBER_OK) st = run_precision(o, suite);
+    }
+    ember_status rs = ember_set_matmul_precision(was);
+    return st != EMBER_OK ? st : rs;
+}
+
+static ember_status run_precision(const ember_bench_opts *o, const char *suite) {
+    const char *sfx = ember_get_matmul_precision() == EMBER_MATMUL_BF16 ? "_bf16" : "";
     int64_t rows[NT], krows[NT], total = 0, ktotal = 0;
     double scale = o->tiny ? 0.001 : SCALE, kscale = o->tiny ? 0.001 : KAGGLE_SCALE;
     for (int t = 0; t < NT; t++) {
@@ -421,7 +458,8 @@ static ember_status run_suite(const ember_bench_opts *o, const char *suite) {
         st = pool_make(&p, B, o->tiny ? 8 : B >= 16384 ? 16 : 64, rows);
         for (int cached = 0; cached < 2 && st == EMBER_OK; cached++) {
             char name[64];
-            snprintf(name, sizeof name, "dlrm_b%lld_%s", (long long)batches[i], cached ? "cache1.5" : "resident");
+            snprintf(name, sizeof name, "dlrm_b%lld_%s%s", (long long)batches[i], cached ? "cache1.5" : "resident",
+                     sfx);
             st = run_speed(o, suite, name, &DEFAULT, &p, scale, total, cached);
         }
         pool_free(&p);
@@ -429,7 +467,9 @@ static ember_status run_suite(const ember_bench_opts *o, const char *suite) {
     if (st == EMBER_OK) {
         pool p;
         st = pool_make(&p, o->tiny ? 256 : 2048, o->tiny ? 8 : 64, krows);
-        if (st == EMBER_OK) st = run_speed(o, suite, "kaggle_b2048_resident", &KAGGLE, &p, kscale, ktotal, 0);
+        char name[64];
+        snprintf(name, sizeof name, "kaggle_b2048_resident%s", sfx);
+        if (st == EMBER_OK) st = run_speed(o, suite, name, &KAGGLE, &p, kscale, ktotal, 0);
         pool_free(&p);
     }
     if (st == EMBER_OK && !o->tiny) st = run_auc(o, suite);

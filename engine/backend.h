@@ -78,6 +78,16 @@ typedef struct ember__backend {
                         uint64_t offset, float a, float b);
 } ember__backend;
 
+/* The matmul precision (ember_set_matmul_precision) is bf16: the backends' gemm
+   rounds the operands of products of at least EMBER__BF16_MIN_MACS multiply-adds. */
+#define EMBER__BF16_MIN_MACS ((int64_t)1 << 22)
+int ember__matmul_bf16(void);
+/* This build and CPU can (ember_set_matmul_precision would accept bf16). */
+int ember__matmul_bf16_supported(void);
+/* One bf16 product on the CPU (engine/cpu/gemm_bf16.c), the gemm entry's semantics. */
+ember_status ember__gemm_bf16(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
 extern const ember__backend ember__backend_cpu;
 #ifdef EMBER_HAVE_CUDA
 extern const ember__backend ember__backend_cuda;

@@ -15,6 +15,7 @@
 #include <nccl.h>
 #endif
 
+#include "engine/backend.h"
 #include "engine/internal.h"
 #include "ember/ember.h"
 #ifdef EMBER_HAVE_CUDA
@@ -67,6 +68,10 @@ void ember_get_features(ember_features *f) {
     f->lmdb = 1;
     snprintf(f->lmdb_version, sizeof f->lmdb_version, "%s", mdb_version(NULL, NULL, NULL));
 #endif
+#ifdef EMBER_HAVE_DNNL
+    f->dnnl = 1;
+#endif
+    f->bf16_matmul = ember__matmul_bf16_supported();
 #ifdef _OPENMP
     f->openmp = 1;
 #endif

@@ -286,6 +286,100 @@ static void test_gemm(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ember_tensor_destroy(all[i]);
 }
 
+/* bf16 rounding (nearest, ties to even) of a finite f32 */
+static double bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+    float r;
+    memcpy(&r, &u, 4);
+    return r;
+}
+
+/* bf16 matmul precision: the product of the bf16-rounded operands, accumulated in f32
+   (so within k * 2^-23 of the exact product of the rounded values, and far from the
+   f32 product for these sizes); small products stay f32 bit for bit. */
+static void test_gemm_bf16(void) {
+    ember_features f;
+    ember_get_features(&f);
+    CHECK(ember_get_matmul_precision() == EMBER_MATMUL_F32);
+    ember_matmul_precision p;
+    CHECK_OK(ember_matmul_precision_parse("bf16", &p));
+    CHECK(p == EMBER_MATMUL_BF16);
+    CHECK_STATUS(ember_matmul_precision_parse("fp8", &p), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(ember_set_matmul_precision((ember_matmul_precision)7), EMBER_ERR_INVALID_ARGUMENT);
+    if (!f.bf16_matmul) {
+        CHECK_STATUS(ember_set_matmul_precision(EMBER_MATMUL_BF16), EMBER_ERR_UNSUPPORTED);
+        CHECK(strstr(ember_last_error(), "bf16") != NULL);
+        CHECK(ember_get_matmul_precision() == EMBER_MATMUL_F32);
+        printf("bf16 matmul: not available here (%s), refusal checked\n", f.dnnl ? "CPU" : "no oneDNN");
+        return;
+    }
+    const int64_t m = 96, n = 80, k = 1000; /* 7.7M multiply-adds: over the bf16 threshold */
+    const float alphas[] = {1.0f, 0.5f}, betas[] = {0.0f, 1.0f, -0.25f};
+    double worst_f32 = 0;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int ab = 0; ab < 2; ab++)
+                for (int bb = 0; bb < 3; bb++) {
+                    float alpha = alphas[ab], beta = betas[bb];
+                    ember_tensor *a = uniform(EMBER_DTYPE_F32, 2, ta ? (int64_t[]){k, m} : (int64_t[]){m, k}, 41, -1, 1);
+                    ember_tensor *b = uniform(EMBER_DTYPE_F32, 2, tb ? (int64_t[]){n, k} : (int64_t[]){k, n}, 42, -1, 1);
+                    ember_tensor *c = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){m, n}, 43, -1, 1);
+                    ember_tensor *c0 = NULL;
+                    CHECK_OK(ember_tensor_clone(c, EMBER_TIER_HOST, NULL, &c0));
+                    const float *A = ember_tensor_data(a), *B = ember_tensor_data(b), *C0 = ember_tensor_data(c0);
+                    CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_BF16));
+                    CHECK_OK(ember_gemm(ta, tb, alpha, a, b, beta, c));
+                    CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_F32));
+                    const float *C = ember_tensor_data(c);
+                    int bad = 0;
+                    for (int64_t i = 0; i < m && !bad; i++)
+                        for (int64_t j = 0; j < n && !bad; j++) {
+                            double r = 0, r32 = 0, mag = 0;
+                            for (int64_t q = 0; q < k; q++) {
+                                float x = ta ? A[q * m + i] : A[i * k + q], y = tb ? B[j * k + q] : B[q * n + j];
+                                r += bf16_round(x) * bf16_round(y);
+                                r32 += (double)x * y;
+                                mag += fabs(bf16_round(x) * bf16_round(y));
+                            }
+                            double want = alpha * r + beta * C0[i * n + j];
+                            double tol = (double)k * 0x1p-23 * mag * fabs(alpha) + 1e-6 * (1 + fabs(want));
+                            if (fabs(C[i * n + j] - want) > tol) {
+                                fprintf(stderr, "FAIL bf16 gemm ta=%d tb=%d alpha=%g beta=%g (%lld,%lld): %.9g vs %.9g\n",
+                                        ta, tb, alpha, beta, (long long)i, (long long)j, C[i * n + j], want);
+                                bad = 1;
+                            }
+                            double d32 = fabs(alpha * (r32 - r));
+                            if (d32 > worst_f32) worst_f32 = d32;
+                        }
+                    CHECK(!bad);
+                    ember_tensor_destroy(a);
+                    ember_tensor_destroy(b);
+                    ember_tensor_destroy(c);
+                    ember_tensor_destroy(c0);
+                }
+    /* the rounding is really bf16: the f32 products differ from the rounded ones */
+    CHECK(worst_f32 > 1e-3);
+    /* under the threshold the product stays f32, bit for bit */
+    ember_tensor *a = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){32, 64}, 44, -1, 1);
+    ember_tensor *b = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){64, 48}, 45, -1, 1);
+    ember_tensor *c1 = make(EMBER_DTYPE_F32, 2, (int64_t[]){32, 48}), *c2 = make(EMBER_DTYPE_F32, 2, (int64_t[]){32, 48});
+    CHECK_OK(ember_gemm(0, 0, 1.0f, a, b, 0.0f, c1));
+    CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_BF16));
+    CHECK(ember_get_matmul_precision() == EMBER_MATMUL_BF16);
+    CHECK_OK(ember_gemm(0, 0, 1.0f, a, b, 0.0f, c2));
+    CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_F32));
+    CHECK(memcmp(ember_tensor_data(c1), ember_tensor_data(c2), 32 * 48 * 4) == 0);
+    ember_tensor_destroy(a);
+    ember_tensor_destroy(b);
+    ember_tensor_destroy(c1);
+    ember_tensor_destroy(c2);
+    printf("bf16 matmul: 24 products within f32 accumulation of the bf16-rounded product (f32 differs by up to %.3g)\n",
+           worst_f32);
+}
+
 static void test_bad_operands(void) {
     ember_tensor *f = make(EMBER_DTYPE_F32, 1, (int64_t[]){8}), *g = make(EMBER_DTYPE_F32, 1, (int64_t[]){9});
     ember_tensor *i = make(EMBER_DTYPE_I32, 1, (int64_t[]){8}), *h = make(EMBER_DTYPE_F16, 1, (int64_t[]){8});
@@ -311,6 +405,7 @@ int main(void) {
     test_elementwise();
     test_reduce();
     test_gemm();
+    test_gemm_bf16();
     test_bad_operands();
     return check_summary();
 }

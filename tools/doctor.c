@@ -71,6 +71,10 @@ int ember_cmd_doctor(int argc, char **argv) {
     printf("  %s LMDB      %s\n", mark(f.lmdb), f.lmdb ? f.lmdb_version : "not built");
     printf("  %s OpenMP    %s\n", mark(f.openmp), f.openmp ? "built" : "not built (single thread)");
     printf("  %s BLAS      %s\n", mark(f.blas), f.blas ? f.blas_version : "not built (reference GEMM)");
+    printf("  %s oneDNN    %s\n", mark(f.dnnl && f.bf16_matmul),
+           !f.dnnl ? "not built (matmul-precision bf16 refused)"
+           : f.bf16_matmul ? "built; bf16 matmuls native on this CPU (matmul-precision bf16)"
+                           : "built; this CPU has neither AMX nor AVX512-BF16 (matmul-precision bf16 refused)");
     printf("\nmachine\n");
     printf("  threads      %d used by kernels, %ld cores online\n", f.openmp_threads, cores);
     printf("  memory       %.1f GiB\n", mem_gib);

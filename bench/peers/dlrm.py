@@ -11,7 +11,8 @@ Optimizer as ember's: torch.optim.Adagrad (lr LR, eps 1e-10, initial accumulator
 on the dense layers (foreach) and on the sparse embedding gradients. One timed call
 is one step: zero_grad, forward, backward, both optimizer steps.
 
-Cases (bench/suite_dlrm.c): dlrm_b{2048,16384}_resident (the default model, emb_dim
+Cases (bench/suite_dlrm.c; each again as ..._bf16 under torch.autocast(bfloat16) where
+the CPU has AMX or AVX512-BF16, as ember's _bf16 cases): dlrm_b{2048,16384}_resident (the default model, emb_dim
 64, bottom 512-256-64, top 1024-1024-512-256-1, the Kaggle cardinalities times 0.05;
 --quick: 2048 only), kaggle_b2048_resident (dim 16, bottom 512-256-64-16, top
 512-256-1, cardinalities times 0.25), metric samples_per_s. PyTorch has no cache: the
@@ -157,6 +158,7 @@ class TorchDLRM:
                 return self.top(torch.cat([z, zz[:, self.li, self.lj]], dim=1))
 
         self.model = Model()
+        self.bf16 = False  # set by the caller: forward under torch.autocast(bfloat16)
         self.offsets = torch.arange(0, batch, dtype=torch.int64)
         dense_params = [p for n, p in self.model.named_parameters() if not n.startswith("emb.")]
         self.opt_dense = torch.optim.Adagrad(dense_params, lr=lr, eps=EPS)
@@ -172,8 +174,9 @@ class TorchDLRM:
         dense, ids, labels = b
         self.opt_dense.zero_grad(set_to_none=True)
         self.opt_sparse.zero_grad(set_to_none=True)
-        logits = self.model(dense, ids, self.offsets).squeeze(1)
-        loss = self.loss(logits, labels)
+        with self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=self.bf16):
+            logits = self.model(dense, ids, self.offsets).squeeze(1)
+        loss = self.loss(logits.float(), labels)
         loss.backward()
         self.opt_dense.step()
         self.opt_sparse.step()
@@ -181,8 +184,8 @@ class TorchDLRM:
 
     def predict(self, b):
         dense, ids, _ = b
-        with self.torch.no_grad():
-            return self.torch.sigmoid(self.model(dense, ids, self.offsets).squeeze(1))
+        with self.torch.no_grad(), self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=self.bf16):
+            return self.torch.sigmoid(self.model(dense, ids, self.offsets).squeeze(1).float())
 
 
 _dist_ready = False
@@ -209,6 +212,7 @@ class TorchRecDLRM:
 
     def __init__(self, torch, rows, arch, batch, lr, seed=1):
         dim, bottom, top = arch
+        self.bf16 = False  # set by the caller: forward under torch.autocast(bfloat16)
         from torchrec.distributed import DistributedModelParallel
         from torchrec.distributed.embedding_types import EmbeddingComputeKernel
         from torchrec.distributed.model_parallel import DataParallelWrapper, get_default_sharders
@@ -266,16 +270,17 @@ class TorchRecDLRM:
     def step(self, b):
         dense, kjt, labels = b
         self.opt_dense.zero_grad(set_to_none=True)
-        logits = self.model(dense, kjt).squeeze(1)
-        loss = self.loss(logits, labels)
+        with self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=self.bf16):
+            logits = self.model(dense, kjt).squeeze(1)
+        loss = self.loss(logits.float(), labels)
         loss.backward()  # the embedding rows are updated here (fused Adagrad)
         self.opt_dense.step()
         return loss
 
     def predict(self, b):
         dense, kjt, _ = b
-        with self.torch.no_grad():
-            return self.torch.sigmoid(self.model(dense, kjt).squeeze(1))
+        with self.torch.no_grad(), self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=self.bf16):
+            return self.torch.sigmoid(self.model(dense, kjt).squeeze(1).float())
 
 
 def auc_of(np, scores, labels):
@@ -310,7 +315,17 @@ def find_ember():
     return None
 
 
-def run_auc(np, torch, model_cls, suite, impl, threads):
+def bf16_native():
+    """The CPU multiplies bf16 natively (AMX or AVX512-BF16), as ember's bf16 cases need."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def run_auc(np, torch, model_cls, suite, impl, threads, bf16=False):
     ember = find_ember()
     if not ember:
         common.log("auc_1epoch skipped: no ember binary for gen-data (set EMBER_BIN)")
@@ -334,6 +349,7 @@ def run_auc(np, torch, model_cls, suite, impl, threads):
     t0 = time.perf_counter()
     for seed in range(1, AUC_SEEDS + 1):
         model = model_cls(torch, rows, ARCHS["small"], AUC_BATCH, AUC_LR, seed=seed)
+        model.bf16 = bf16
         loss_sum, steps, probs = 0.0, 0, []
         for i, raw in enumerate(batches):
             b = model.prepare(raw)
@@ -358,8 +374,9 @@ def run_auc(np, torch, model_cls, suite, impl, threads):
               "init_seeds": AUC_SEEDS, "auc_per_seed": [round(a, 5) for a in aucs],
               "mean_train_loss": round(sum(train_losses) / AUC_SEEDS, 5),
               "eval_logloss": round(sum(loglosses) / AUC_SEEDS, 5),
-              "seconds": round(el, 2), "threads": threads, "impl": impl}
-    common.emit(suite, "auc_1epoch", "auc", sum(aucs) / AUC_SEEDS, "AUC", params)
+              "seconds": round(el, 2), "threads": threads, "impl": impl,
+              "matmul_precision": "bf16 (torch.autocast)" if bf16 else "f32"}
+    common.emit(suite, "auc_1epoch_bf16" if bf16 else "auc_1epoch", "auc", sum(aucs) / AUC_SEEDS, "AUC", params)
 
 
 def main(torchrec=None):
@@ -395,12 +412,18 @@ def main(torchrec=None):
     kscale = 0.001 if args.tiny else KAGGLE_SCALE
     cases = [("default", b, scale) for b in ((2048,) if args.quick else (2048, 16384))]
     cases.append(("kaggle", 2048, kscale))
+    # every case in f32, then under torch.autocast(bfloat16) (cases _bf16), PyTorch's own
+    # mixed precision on CPU, where ember runs its bf16 cases (the CPU has AMX or AVX512-BF16)
+    modes = [False, True] if bf16_native() else [False]
+    cases = [(a, b, sc, m) for m in modes for a, b, sc in cases]
     threads, impl = None, None
-    for arch_name, bname, sc in cases:
+    for arch_name, bname, sc, bf16 in cases:
+        sfx = "_bf16" if bf16 else ""
         batch = 256 if args.tiny else bname
         nb = 8 if args.tiny else 16 if batch >= 16384 else 64
         rows = scaled_rows(sc)
         model = model_cls(torch, rows, ARCHS[arch_name], batch, LR)
+        model.bf16 = bf16
         pool = [model.prepare(b) for b in make_pool(np, torch, batch, nb, rows)]
         state = {"k": 0}
 
@@ -429,17 +452,20 @@ def main(torchrec=None):
         p = {"model": arch_name, "tables": NT, "scale": sc, "rows_total": sum(rows), "dim": dim,
              "bottom": "-".join(map(str, bottom)), "top": "-".join(map(str, top)), "interaction": "dot",
              "batch": batch, "optim": "adagrad", "lr": LR, "zipf_s": ZIPF_S, "store": "resident",
-             "threads": threads, "impl": impl}
+             "threads": threads, "impl": impl, "mode": "bf16" if bf16 else "f32",
+             "matmul_precision": "bf16 (torch.autocast)" if bf16 else "f32"}
         if arch_name == "kaggle":
-            common.emit(suite, "kaggle_b%d_resident" % bname, "samples_per_s", batch / sec, "samples/s", p)
+            common.emit(suite, "kaggle_b%d_resident%s" % (bname, sfx), "samples_per_s", batch / sec, "samples/s", p)
         else:
             for kind in ("resident", "cache1.5"):
                 q = dict(p, measured="resident") if kind != "resident" else p
-                common.emit(suite, "dlrm_b%d_%s" % (bname, kind), "samples_per_s", batch / sec, "samples/s", q)
+                common.emit(suite, "dlrm_b%d_%s%s" % (bname, kind, sfx), "samples_per_s", batch / sec, "samples/s",
+                            q)
         del model, pool
         gc.collect()
     if not args.tiny:
-        run_auc(np, torch, model_cls, suite, impl, threads)
+        for bf16 in modes:
+            run_auc(np, torch, model_cls, suite, impl, threads, bf16)
     return 0
 
 

@@ -462,6 +462,12 @@ static ember_status cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int
             }
         return EMBER_OK;
     }
+    if (ember__matmul_bf16() && m * n * k >= EMBER__BF16_MIN_MACS) {
+        for (int64_t i = 0; i < batch; i++)
+            EMBER_TRY(ember__gemm_bf16(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb,
+                                       beta, c + i * stride_c, ldc));
+        return EMBER_OK;
+    }
 #ifdef EMBER_HAVE_BLAS
     if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
         ldc > INT32_MAX)

@@ -918,7 +918,16 @@ ember_status cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k
     cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t st;
-    if (batch == 1) {
+    const bool bf16 = ember__matmul_bf16() && m * n * k >= EMBER__BF16_MIN_MACS; /* ember/tensor.h */
+    if (bf16 && batch == 1) {
+        st = cublasGemmEx_64(h, op_b, op_a, n, m, k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c,
+                             CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
+    } else if (bf16) {
+        st = cublasGemmStridedBatchedEx_64(h, op_b, op_a, n, m, k, &alpha, b, CUDA_R_32F, ldb, (long long)stride_b,
+                                           a, CUDA_R_32F, lda, (long long)stride_a, &beta, c, CUDA_R_32F, ldc,
+                                           (long long)stride_c, batch, CUBLAS_COMPUTE_32F_FAST_16BF,
+                                           CUBLAS_GEMM_DEFAULT);
+    } else if (batch == 1) {
         st = cublasSgemm_64(h, op_b, op_a, n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc);
     } else {
         /* Stride 0 on A or B shares one matrix across the batch, which cuBLAS allows. */
@@ -931,7 +940,9 @@ ember_status cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k
         char what[256];
         snprintf(what, sizeof what, "%s (row-major batch=%lld m=%lld n=%lld k=%lld trans_a=%d "
                  "trans_b=%d lda=%lld ldb=%lld ldc=%lld)",
-                 batch == 1 ? "cublasSgemm_64" : "cublasSgemmStridedBatched_64", (long long)batch,
+                 bf16 ? (batch == 1 ? "cublasGemmEx_64 (32F_FAST_16BF)" : "cublasGemmStridedBatchedEx_64 (32F_FAST_16BF)")
+                      : batch == 1 ? "cublasSgemm_64" : "cublasSgemmStridedBatched_64",
+                 (long long)batch,
                  (long long)m, (long long)n, (long long)k, trans_a != 0, trans_b != 0,
                  (long long)lda, (long long)ldb, (long long)ldc);
         return blas_fail(st, l, what);

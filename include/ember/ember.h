@@ -46,6 +46,8 @@ const char *ember_version_string(void);
 /** What this build of ember was compiled with, and versions where known. */
 typedef struct ember_features {
     int cuda, cublas, cusparse, nccl, mpi, lmdb, openmp, blas; /* compiled in: 0/1 */
+    int dnnl;               /* oneDNN compiled in */
+    int bf16_matmul;        /* ember_set_matmul_precision(EMBER_MATMUL_BF16) is available on this CPU */
     int cuda_runtime_version; /* e.g. 13000; 0 if unknown */
     int cuda_driver_version;  /* 0 when no driver */
     int cublas_version;

@@ -184,6 +184,35 @@ ember_status ember_reduce_all(ember_reduce_op op, const ember_tensor *x, double 
 ember_status ember_gemm(int trans_a, int trans_b, float alpha, const ember_tensor *a,
                         const ember_tensor *b, float beta, ember_tensor *c);
 
+/**
+ * Precision of the products inside f32 GEMMs (ember_gemm, and so every matmul and
+ * linear layer of a graph), for the whole process:
+ *   EMBER_MATMUL_F32 (default): f32 products, the CPU and CUDA kernels agree to the
+ *     last bits the DESIGN's reduction order allows.
+ *   EMBER_MATMUL_BF16: the operands are rounded to bfloat16 (8-bit mantissa) and
+ *     multiplied with f32 accumulation and f32 results: on CPUs with AMX or
+ *     AVX512-BF16 through oneDNN (several times the f32 GEMM rate), on GPUs through
+ *     cuBLAS's 32F_FAST_16BF compute type. Small products (under 2^22 multiply-adds)
+ *     stay f32. Results differ from f32 at about 2^-8 relative per product; use it for
+ *     training throughput and check the model's quality (AUC) against f32.
+ * Tensors, parameters and optimizer state stay f32 either way.
+ * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (unknown precision);
+ *         EMBER_ERR_UNSUPPORTED for BF16 when this build has no oneDNN or this CPU has
+ *         neither AMX nor AVX512-BF16 (the message says which; nothing changes).
+ */
+typedef enum ember_matmul_precision {
+    EMBER_MATMUL_F32,
+    EMBER_MATMUL_BF16,
+    EMBER_MATMUL_PRECISION_COUNT
+} ember_matmul_precision;
+
+ember_status ember_set_matmul_precision(ember_matmul_precision p);
+ember_matmul_precision ember_get_matmul_precision(void);
+/** "f32", "bf16"; "?" for an unknown value. */
+const char *ember_matmul_precision_name(ember_matmul_precision p);
+/** Parse "f32" or "bf16". @return EMBER_OK or EMBER_ERR_INVALID_ARGUMENT naming the choices. */
+ember_status ember_matmul_precision_parse(const char *s, ember_matmul_precision *out);
+
 #ifdef __cplusplus
 }
 #endif
