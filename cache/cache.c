@@ -16,6 +16,9 @@
  * as it was.
  */
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,6 +258,32 @@ static ember_status analyze(ember_cache *c, ember__cbatch *b, int register_futur
         p = (char *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
         f->nuniq = f->nmiss = f->hits = f->uhits = 0;
     }
+    /* one hash table per thread, sized for the largest table's lookups */
+    const int nth = c->prep_threads < EMBER__DEDUP_MAX ? c->prep_threads : EMBER__DEDUP_MAX;
+    int64_t nmax = 0;
+    for (int t = 0; t < nt; t++) {
+        if (c->t[t].ident) continue;
+        if (b->f[t].n_used > INT32_MAX)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: table %d: %lld ids in one batch; at most %d",
+                                fn, t, (long long)b->f[t].n_used, INT32_MAX);
+        if (b->f[t].n_used > nmax) nmax = b->f[t].n_used;
+    }
+    uint64_t cap = 16;
+    while (cap < (uint64_t)nmax * 2) cap <<= 1;
+    for (int i = 0; i < nth && nmax > 0; i++) {
+        /* entries of older generations are empty: no clearing per batch */
+        void *was = c->dedup[i].p;
+        EMBER_TRY(ember__buf_reserve(c->mm, EMBER_TIER_HOST, EMBER_MEM_CACHE, &c->dedup[i],
+                                     (size_t)cap * sizeof(dedup_ent)));
+        if (c->dedup[i].p != was) {
+            memset(c->dedup[i].p, 0, c->dedup[i].cap);
+            c->dedup_gen[i] = 0;
+        }
+    }
+    /* the tables in parallel (a bad id is found by every thread count; the first bad
+       table in order is the one reported) */
+    int bad = nt;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1) reduction(min : bad)
     for (int t = 0; t < nt; t++) {
         ember__cfeat *f = &b->f[t];
         const int64_t n = f->n_used;
@@ -263,32 +292,36 @@ static ember_status analyze(ember_cache *c, ember__cbatch *b, int register_futur
             const int64_t *ids = b->in[t].values + f->off0;
             const uint64_t rows = (uint64_t)c->t[t].rows;
             for (int64_t i = 0; i < n; i++)
-                if ((uint64_t)ids[i] >= rows) return bad_feature(c, b, t);
+                if ((uint64_t)ids[i] >= rows) {
+                    if (t < bad) bad = t;
+                    break;
+                }
             continue;
         }
-        if (n > INT32_MAX)
-            return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: table %d: %lld ids in one batch; at most %d",
-                                fn, t, (long long)n, INT32_MAX);
-        uint64_t cap = 16;
-        while (cap < (uint64_t)n * 2) cap <<= 1;
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        uint64_t tcap = 16;
+        while (tcap < (uint64_t)n * 2) tcap <<= 1;
         int shift = 64;
-        for (uint64_t x = cap; x > 1; x >>= 1) shift--;
-        /* entries of older generations are empty: no clearing per batch */
-        void *was = c->dedup.p;
-        EMBER_TRY(ember__buf_reserve(c->mm, EMBER_TIER_HOST, EMBER_MEM_CACHE, &c->dedup,
-                                     (size_t)cap * sizeof(dedup_ent)));
-        if (c->dedup.p != was || ++c->dedup_gen == 0) {
-            memset(c->dedup.p, 0, c->dedup.cap);
-            c->dedup_gen = 1;
+        for (uint64_t x = tcap; x > 1; x >>= 1) shift--;
+        if (++c->dedup_gen[me] == 0) { /* wrapped: every old entry would look live */
+            memset(c->dedup[me].p, 0, c->dedup[me].cap);
+            c->dedup_gen[me] = 1;
         }
-        const uint32_t gen = c->dedup_gen;
-        dedup_ent *e = c->dedup.p;
-        const uint64_t mask = cap - 1, rows = (uint64_t)c->t[t].rows;
+        const uint32_t gen = c->dedup_gen[me];
+        dedup_ent *e = c->dedup[me].p;
+        const uint64_t mask = tcap - 1, rows = (uint64_t)c->t[t].rows;
         const int64_t *ids = b->in[t].values + f->off0;
         int64_t nu = 0;
         for (int64_t i = 0; i < n; i++) {
             int64_t id = ids[i];
-            if ((uint64_t)id >= rows) return bad_feature(c, b, t);
+            if ((uint64_t)id >= rows) {
+                if (t < bad) bad = t;
+                break;
+            }
             uint64_t h = ((uint64_t)id * 0x9E3779B97F4A7C15ull) >> shift;
             for (;;) {
                 dedup_ent *x = &e[h];
@@ -310,6 +343,7 @@ static ember_status analyze(ember_cache *c, ember__cbatch *b, int register_futur
         }
         f->nuniq = nu;
     }
+    if (bad < nt) return bad_feature(c, b, bad);
     if (register_future) {
         ember_status st = EMBER_OK;
         future_update(c, b, 1, &st);
@@ -1308,7 +1342,7 @@ void ember_cache_destroy(ember_cache *c) {
         ember__slots_free(&tb->hc);
         ember__idmap_free(&tb->future);
     }
-    ember__buf_free(c->mm, &c->dedup);
+    for (int i = 0; i < EMBER__DEDUP_MAX; i++) ember__buf_free(c->mm, &c->dedup[i]);
     ember__buf_free(c->mm, &c->plan);
     ember__buf_free(c->mm, &c->xs);
     for (int i = 0; i < 2; i++) {

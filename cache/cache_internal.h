@@ -313,6 +313,8 @@ typedef struct ember__job {
     char err[1024];
 } ember__job;
 
+#define EMBER__DEDUP_MAX 32 /* the analyze pass's threads at most (its hash tables) */
+
 struct ember_cache {
     int nt;
     ember__ctable *t;
@@ -362,8 +364,8 @@ struct ember_cache {
     ember_cache_stats base; /* subtracted by get_stats (reset_stats) */
     ember_cache_stats wst;  /* worker-only: counters being accumulated */
     /* worker-only scratch */
-    ember__buf dedup, plan, xs, stage[2], dstage, dindex;
-    uint32_t dedup_gen;
+    ember__buf dedup[EMBER__DEDUP_MAX], plan, xs, stage[2], dstage, dindex;
+    uint32_t dedup_gen[EMBER__DEDUP_MAX]; /* one hash table per analyze thread */
     ember_event *stage_ev[2];
     ember_stream *copy;
     ember__slotset *sset; /* (nt,) per-table lists of one block */

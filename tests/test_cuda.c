@@ -557,6 +557,69 @@ static void gemm_case(const char *what, int ta, int tb, float alpha, const ember
     ember_tensor_destroy(gc);
 }
 
+/* bf16 rounding (nearest, ties to even) of a finite f32 */
+static double bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+    float r;
+    memcpy(&r, &u, 4);
+    return r;
+}
+
+/* matmul precision bf16 on the GPU (cuBLAS 32F_FAST_16BF): the product of the
+   bf16-rounded operands within f32 accumulation, plain and batched. */
+static void test_gemm_bf16(void) {
+    if (ember_set_matmul_precision(EMBER_MATMUL_BF16) != EMBER_OK) {
+        printf("gemm bf16: skipped (%s)\n", ember_last_error());
+        return;
+    }
+    CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_F32));
+    const int64_t m = 96, n = 80, k = 1000, batch = 2;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int64_t as[3] = {batch, ta ? k : m, ta ? m : k}, bs[3] = {batch, tb ? n : k, tb ? k : n};
+            ember_tensor *ha = host_uniform(EMBER_DTYPE_F32, 3, as, -1, 1);
+            ember_tensor *hb = host_uniform(EMBER_DTYPE_F32, 3, bs, -1, 1);
+            ember_tensor *hc = host_uniform(EMBER_DTYPE_F32, 3, (int64_t[]){batch, m, n}, -1, 1);
+            ember_tensor *ga = to_dev(ha), *gb = to_dev(hb), *gc = to_dev(hc);
+            CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_BF16));
+            CHECK_OK(ember_gemm(ta, tb, 0.5f, ga, gb, 0.25f, gc));
+            CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_F32));
+            ember_tensor *r = to_host(gc);
+            const float *A = ember_tensor_data(ha), *B = ember_tensor_data(hb), *C0 = ember_tensor_data(hc);
+            const float *C = ember_tensor_data(r);
+            int bad = 0;
+            double worst32 = 0;
+            for (int64_t q = 0; q < batch && !bad; q++)
+                for (int64_t i = 0; i < m && !bad; i++)
+                    for (int64_t j = 0; j < n && !bad; j++) {
+                        const float *Aq = A + q * m * k, *Bq = B + q * k * n;
+                        double ref = 0, ref32 = 0, mag = 0;
+                        for (int64_t p = 0; p < k; p++) {
+                            float x = ta ? Aq[p * m + i] : Aq[i * k + p], y = tb ? Bq[j * k + p] : Bq[p * n + j];
+                            ref += bf16_round(x) * bf16_round(y);
+                            ref32 += (double)x * y;
+                            mag += fabs(bf16_round(x) * bf16_round(y));
+                        }
+                        double want = 0.5 * ref + 0.25 * C0[(q * m + i) * n + j];
+                        double got = C[(q * m + i) * n + j];
+                        if (fabs(got - want) > (double)k * 0x1p-22 * mag + 1e-6 * (1 + fabs(want))) {
+                            fprintf(stderr, "FAIL gemm bf16 ta=%d tb=%d [%lld,%lld,%lld]: %.9g vs %.9g\n", ta, tb,
+                                    (long long)q, (long long)i, (long long)j, got, want);
+                            bad = 1;
+                        }
+                        if (fabs(0.5 * (ref32 - ref)) > worst32) worst32 = fabs(0.5 * (ref32 - ref));
+                    }
+            CHECK(!bad);
+            CHECK(worst32 > 1e-3); /* the operands really were rounded */
+            ember_tensor *all[] = {ha, hb, hc, ga, gb, gc, r};
+            for (size_t i = 0; i < sizeof all / sizeof *all; i++) ember_tensor_destroy(all[i]);
+        }
+    printf("gemm bf16: 4 batched products within f32 accumulation of the bf16-rounded product\n");
+}
+
 static void test_gemm(void) {
     const int64_t m = 37, n = 29, k = 53, batch = 3;
     for (int ta = 0; ta < 2; ta++) {
@@ -812,6 +875,7 @@ int main(void) {
     test_scale_axpy();
     test_reduce();
     test_gemm();
+    test_gemm_bf16();
     test_rng();
     test_philox_kat();
     test_streams();
