@@ -731,6 +731,17 @@ static void ident_unmark(ember_cache *c, ember__cbatch *b, int upto) {
     }
 }
 
+/* Undo the plan's pins of a batch's hits (slots found, before any miss was bound). */
+static void unpin_hits(ember_cache *c, const ember__cbatch *b) {
+    for (int t = 0; t < c->nt; t++) {
+        if (c->t[t].ident) continue;
+        ember__slots *s = &c->t[t].dev;
+        const ember__cfeat *f = &b->f[t];
+        for (int64_t u = 0; u < f->nuniq; u++)
+            if (f->uslot[u] >= 0) ember__slots_unpin(s, f->uslot[u]);
+    }
+}
+
 static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
     static const char fn[] = "ember_cache_next";
     *is_short = 0;
@@ -740,7 +751,8 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
         future_update(c, b, -1, NULL);
         b->registered = 0;
     }
-    /* plan, read-only: hits, misses, room (the tables' lookups in parallel, then the checks) */
+    /* plan: hits (pinned as they are counted), misses, room; the tables' passes in
+       parallel, then the checks in table order (a failed check unpins every hit) */
     int64_t total_miss = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->prep_threads) if (c->prep_threads > 1)
     for (int t = 0; t < nt; t++) {
@@ -756,13 +768,18 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
             if (u + EMBER__PF_AHEAD < f->nuniq) ember__idmap_prefetch(&s->map, f->uniq[u + EMBER__PF_AHEAD]);
             f->uslot[u] = ember__slots_find(s, f->uniq[u]);
         }
+        f->pinned_before = s->pinned;
         for (int64_t u = 0; u < f->nuniq; u++) {
             if (u + EMBER__PF_AHEAD < f->nuniq && f->uslot[u + EMBER__PF_AHEAD] >= 0)
                 __builtin_prefetch(&s->m[f->uslot[u + EMBER__PF_AHEAD]], 1);
             int32_t slot = f->uslot[u];
-            if (slot < 0) nm++;
-            else if (s->m[slot].pin == 0) own_free++;
+            if (slot < 0) {
+                nm++;
+                continue;
+            }
+            if (s->m[slot].pin == 0) own_free++;
             else own_pinned++;
+            ember__slots_pin(s, slot);
         }
         f->nmiss = nm;
         f->own_free = own_free;
@@ -777,10 +794,12 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
             continue;
         }
         const int64_t nm = f->nmiss, own_free = f->own_free, own_pinned = f->own_pinned;
-        /* slots that may become victims: free ones, and occupied ones no batch holds */
-        int64_t room = s->cap - s->pinned - own_free;
+        /* slots that may become victims: free ones, and occupied ones no batch holds
+           (counted as they were before this batch's pins) */
+        int64_t room = s->cap - f->pinned_before - own_free;
         if (nm > room) {
-            int64_t others = s->pinned - own_pinned;
+            unpin_hits(c, b);
+            int64_t others = f->pinned_before - own_pinned;
             if (others > 0) {
                 pthread_mutex_lock(&c->mu);
                 int64_t busy = c->held + (c->n_prep - c->n_hand);
@@ -811,23 +830,15 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
         }
         total_miss += nm;
     }
-    /* pin the hits: from here on every step is undone on failure */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(c->prep_threads) if (c->prep_threads > 1)
-    for (int t = 0; t < nt; t++) {
-        ember__slots *s = &c->t[t].dev;
-        const ember__cfeat *f = &b->f[t];
-        for (int64_t u = 0; u < f->nuniq; u++) {
-            if (u + EMBER__PF_AHEAD < f->nuniq && f->uslot[u + EMBER__PF_AHEAD] >= 0)
-                __builtin_prefetch(&s->m[f->uslot[u + EMBER__PF_AHEAD]], 1);
-            if (f->uslot[u] >= 0) ember__slots_pin(s, f->uslot[u]);
-        }
-    }
+    /* the hits are pinned: from here on every step is undone on failure */
     ember_status st = load_reserve(c, total_miss);
     if (st == EMBER_OK) {
         char *p = c->plan.p;
+        for (int t = 0; t < nt; t++) load_carve(c, t, b->f[t].nmiss, &p);
+        /* each table's miss list (ids, counts, positions in uniq) */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->prep_threads) if (c->prep_threads > 1)
         for (int t = 0; t < nt; t++) {
             ember__cfeat *f = &b->f[t];
-            load_carve(c, t, f->nmiss, &p);
             ember__load *l = &c->ld[t];
             int64_t *ids = (int64_t *)l->ids;
             uint32_t *cnt = (uint32_t *)l->cnt;
@@ -852,12 +863,7 @@ static ember_status prepare(ember_cache *c, ember__cbatch *b, int *is_short) {
     }
     if (st != EMBER_OK) {
         ident_unmark(c, b, nt);
-        for (int t = 0; t < nt; t++) {
-            ember__slots *s = &c->t[t].dev;
-            const ember__cfeat *f = &b->f[t];
-            for (int64_t u = 0; u < f->nuniq; u++)
-                if (f->uslot[u] >= 0) ember__slots_unpin(s, f->uslot[u]);
-        }
+        unpin_hits(c, b);
         return st;
     }
     /* commit: hits touched, misses' slots into uslot, counters */

@@ -274,6 +274,7 @@ typedef struct ember__cfeat {
     int64_t hits, uhits;
     int64_t nseen;    /* distinct ids (ident tables, which keep no uniq list of hits) */
     int64_t own_free, own_pinned; /* prepare's plan: hits in unpinned and in pinned slots */
+    int64_t pinned_before;        /* the table's pinned slots before this batch's hits were pinned */
 } ember__cfeat;
 
 enum {
