@@ -1111,8 +1111,12 @@ static ember_status build_tablewise(ctx *c, ember_plan *plan) {
     int P = c->P;
     tkey *k = NULL;
     EMBER_TRY(zalloc(c->mm, (size_t)c->T, sizeof *k, &k));
+    /* the load to balance: counted lookups; without any counts, each table's expected
+       lookups per sample (its pooling), so the tables still spread over the ranks
+       (largest first) instead of all landing on the first least-loaded rank */
+    const int counted = c->total > 0;
     for (int i = 0; i < c->T; i++)
-        k[i] = (tkey){c->tc[i].total, plan->t[i].rows * plan->t[i].row_bytes, i};
+        k[i] = (tkey){counted ? c->tc[i].total : plan->t[i].pooling, plan->t[i].rows * plan->t[i].row_bytes, i};
     qsort(k, (size_t)c->T, sizeof *k, cmp_tkey);
     int hn = 0;
     for (int d = 0; d < P; d++) {
@@ -1133,7 +1137,7 @@ static ember_status build_tablewise(ctx *c, ember_plan *plan) {
             break;
         }
         t->owner = r;
-        t->lookups[r] = k[j].lookups;
+        t->lookups[r] = counted ? k[j].lookups : 0;
         c->load[r] += k[j].lookups;
         c->freeb[r] -= k[j].bytes;
         heap_push(c, &hn, r);

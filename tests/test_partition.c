@@ -358,6 +358,26 @@ static void test_classic_shapes(void) {
  * (8 B bytes), sends its pooled A rows (16 B) and gets their gradients back (16 B);
  * for B it sends its ids (8 B) and receives pooled rows and sends gradients (32 B).
  * 80 B bytes in all. */
+/* Table-wise without counts: the tables spread over the ranks (largest first), not all on
+ * the first rank (every table weighs its pooling when nothing was counted). */
+static void test_tablewise_uncounted(void) {
+    ember_plan_table tabs[8];
+    for (int i = 0; i < 8; i++) tabs[i] = (ember_plan_table){.rows = 1000 * (i + 1), .dim = 8};
+    ember_plan *p = NULL;
+    CHECK_OK(ember_plan_build(&(ember_plan_params){.kind = EMBER_PLAN_TABLEWISE, .world = 4, .num_tables = 8,
+                                                   .tables = tabs},
+                              &p));
+    int per[4] = {0, 0, 0, 0};
+    for (int t = 0; t < 8 && p; t++) {
+        int r = -1;
+        int64_t local = -1;
+        CHECK_OK(ember_plan_locate(p, t, 0, &r, &local));
+        if (r >= 0 && r < 4) per[r]++;
+    }
+    for (int d = 0; d < 4; d++) CHECK_EQ_INT(per[d], 2);
+    ember_plan_destroy(p);
+}
+
 static void test_comm_model(void) {
     int64_t ids[1] = {0};
     uint64_t cnt_a[1] = {10}, cnt_b[1] = {9};
@@ -1015,6 +1035,7 @@ int main(void) {
     test_maps_all_kinds();
     test_classic_shapes();
     test_comm_model();
+    test_tablewise_uncounted();
     test_budgets();
     test_budget_random();
     test_save_load();
