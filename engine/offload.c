@@ -1338,3 +1338,15 @@ ember_status ember_offload_tensor_chunk(const ember_offload *off, const char *na
     if (offset) *offset = off->offset_of[i];
     return EMBER_OK;
 }
+
+ember_status ember_offload_get_optimizer(ember_offload *off, int c, ember_optimizer **out) {
+    static const char fn[] = "ember_offload_get_optimizer";
+    EMBER_CHECK_NULL(off, fn);
+    EMBER_CHECK_NULL(out, fn);
+    *out = NULL;
+    if (!off->opt) return ember__error(EMBER_ERR_STATE, "%s: the manager was created without an optimizer", fn);
+    if (c < 0 || c >= off->nchunks)
+        return ember__error(EMBER_ERR_INDEX, "%s: chunk %d of %d", fn, c, off->nchunks);
+    *out = off->opt[c];
+    return EMBER_OK;
+}

@@ -20,12 +20,25 @@
  * The count exchange carries -1 from a rank that refused its batch, and the flag
  * words carry failures of the owner's or the asker's side, so every rank learns of a
  * failure in the same collective and all return an error together.
+ *
+ * The local backend. The owner's batch over its shard is the one place rows are
+ * touched, so a resident shard and a cached one differ only there: the batch goes
+ * straight to the shard's ember_ebc, or through the rank's own block-wise cache
+ * (ember_cache_prepare: ids remapped to slots, misses loaded in blocks) to the cache's
+ * slot collection, with the slot arrays as the call's rows. The prepared batch is held
+ * from forward to backward and released dirty after it. The cache gets no look-ahead:
+ * a batch's ids reach their owner only in its forward's exchange, so there is nothing
+ * to submit ahead (lookahead is set to 0).
  */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "ember/cache.h"
+#include "ember/datasets.h"
 #include "ember/parallel.h"
 #include "engine/internal.h"
 
@@ -59,7 +72,11 @@ struct ember_sharded_ebc {
     int P, rank, T;
     stab *t;
     int *cb, *ce; /* (T * P) columns [cb, ce) of table t on rank d */
-    ember_ebc *local;
+    ember_ebc *local;   /* the resident shard, or NULL behind a cache */
+    ember_cache *cache; /* the shard behind a block-wise cache, or NULL */
+    ember_ebc *compute; /* where the kernels run: local, or the cache's slot collection */
+    ember_cache_batch *held; /* the cache's batch of the last forward, held until backward */
+    int lmdb;           /* the cache's store is LMDB (durable checkpoints) */
     int nlocal;
     int *ltab;    /* (nlocal) shard table -> table */
     int64_t lout_dim, out_dim;
@@ -171,6 +188,63 @@ static ember_status describe_tables(ember_sharded_ebc *s, const ember_sharded_eb
     return EMBER_OK;
 }
 
+/*
+ * The shard behind its own cache: the caller's cache config over the shard's tables
+ * (local rows and widths), per-table slot and host-row counts moved to the shard's
+ * tables, no look-ahead (see the top of the file), and an LMDB store of its own in
+ * path/rankRRRR (path is made when missing, unless the stores must exist).
+ */
+static ember_status make_cache(ember_sharded_ebc *s, const ember_sharded_ebc_config *cfg, const ember_ebc_config *ec) {
+    static const char fn[] = "ember_sharded_ebc_create";
+    ember_cache_config cc = *cfg->cache;
+    cc.collection = *ec;
+    cc.mm = cc.mm ? cc.mm : cfg->mm;
+    cc.lookahead = 0;
+    int64_t *slots = NULL, *host = NULL;
+    if (cfg->cache->slots || cfg->cache->host_rows) {
+        slots = calloc(2 * (size_t)s->nlocal, sizeof *slots);
+        if (!slots) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %d shard tables", fn, s->nlocal);
+        host = slots + s->nlocal;
+        for (int l = 0; l < s->nlocal; l++) {
+            int t = s->ltab[l];
+            int64_t lrows = s->t[t].lrows;
+            if (cfg->cache->slots) slots[l] = cfg->cache->slots[t] < lrows ? cfg->cache->slots[t] : lrows;
+            if (cfg->cache->host_rows) host[l] = cfg->cache->host_rows[t] < lrows ? cfg->cache->host_rows[t] : lrows;
+        }
+        cc.slots = cfg->cache->slots ? slots : NULL;
+        cc.host_rows = cfg->cache->host_rows ? host : NULL;
+    }
+    char path[4096];
+    ember_status st = EMBER_OK;
+    if (cc.store == EMBER_CACHE_STORE_LMDB) {
+        if (!cc.path || !cc.path[0])
+            st = ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: rank %d of %d: the LMDB store needs a path", fn,
+                              s->rank, s->P);
+        else if (cc.open != EMBER_CACHE_OPEN_EXISTING && mkdir(cc.path, 0755) != 0 && errno != EEXIST)
+            st = ember__error(EMBER_ERR_IO, "%s: rank %d of %d: cannot create the stores' directory %s: %s", fn,
+                              s->rank, s->P, cc.path, strerror(errno));
+        else if ((size_t)snprintf(path, sizeof path, "%s/rank%04d", cc.path, s->rank) >= sizeof path)
+            st = ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: rank %d of %d: store path %s is too long", fn,
+                              s->rank, s->P, cc.path);
+        cc.path = path;
+    }
+    if (st != EMBER_OK) {
+        free(slots);
+        return st;
+    }
+    st = ember_cache_create(&cc, &s->cache);
+    s->lmdb = cc.store == EMBER_CACHE_STORE_LMDB;
+    free(slots);
+    if (st != EMBER_OK) {
+        /* the cache's message, with the rank it happened on */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ember_last_error());
+        const char *p = strstr(why, ": ");
+        st = ember__error(st, "%s: rank %d of %d: the shard's cache: %s", fn, s->rank, s->P, p ? p + 2 : why);
+    }
+    return st;
+}
+
 static ember_status make_shard(ember_sharded_ebc *s, const ember_sharded_ebc_config *cfg) {
     static const char fn[] = "ember_sharded_ebc_create";
     int n = 0;
@@ -206,27 +280,40 @@ static ember_status make_shard(ember_sharded_ebc *s, const ember_sharded_ebc_con
         k++;
     }
     s->lout_dim = lout;
-    ember_status st = ember_ebc_create(&(ember_ebc_config){.num_tables = n,
-                                                           .tables = lt,
-                                                           .optim = cfg->optim,
-                                                           .mm = cfg->mm,
-                                                           .tier = EMBER_TIER_HOST,
-                                                           .row_align = cfg->row_align},
-                                       &s->local);
+    ember_ebc_config ec = {.num_tables = n, .tables = lt, .optim = cfg->optim, .mm = cfg->mm,
+                           .tier = EMBER_TIER_HOST, .row_align = cfg->row_align};
+    ember_status st = cfg->cache ? make_cache(s, cfg, &ec) : ember_ebc_create(&ec, &s->local);
+    if (st == EMBER_OK) s->compute = s->cache ? ember_cache_collection(s->cache) : s->local;
     free(lt);
     return st;
 }
 
-/* Every rank passes the same plan and tables: min and max of a hash agree. */
-static ember_status check_same(ember_sharded_ebc *s, const ember_sharded_ebc_config *cfg) {
+/* Every rank passes the same plan and tables: min and max of a hash agree. The same
+   all-reduce carries the outcome of each rank's shard (`local`): a rank whose shard or
+   cache could not be made fails with its own error, the others naming it, so no rank
+   goes on into collectives the failed one will never join. */
+static ember_status check_same(ember_sharded_ebc *s, const ember_sharded_ebc_config *cfg, ember_status local) {
+    char msg[1024] = "";
+    if (local != EMBER_OK) snprintf(msg, sizeof msg, "%s", ember_last_error());
     size_t size = 0;
-    EMBER_TRY(ember_plan_encode(cfg->plan, NULL, 0, &size));
-    void *enc = malloc(size ? size : 1);
-    if (!enc) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "ember_sharded_ebc_create: %zu bytes", size);
-    ember_status st = ember_plan_encode(cfg->plan, enc, size, &size);
-    uint64_t h = fnv(14695981039346656037ull, enc, size);
+    ember_status st = ember_plan_encode(cfg->plan, NULL, 0, &size);
+    void *enc = st == EMBER_OK ? malloc(size ? size : 1) : NULL;
+    if (st == EMBER_OK && !enc) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "ember_sharded_ebc_create: %zu bytes", size);
+    if (st == EMBER_OK) st = ember_plan_encode(cfg->plan, enc, size, &size);
+    uint64_t h = st == EMBER_OK ? fnv(14695981039346656037ull, enc, size) : 0;
     free(enc);
     EMBER_TRY(st);
+    int64_t fail[2] = {local != EMBER_OK ? s->rank + 1 : 0, 0};
+    EMBER_TRY(ember_comm_all_reduce(s->comm, fail, fail + 1, 1, EMBER_DTYPE_I64, EMBER_REDUCE_MAX, NULL));
+    if (local != EMBER_OK) {
+        const char *p = strstr(msg, ": ");
+        return ember__error(local, "%s", p ? p + 2 : msg);
+    }
+    if (fail[1] > 0)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "ember_sharded_ebc_create: rank %d of %d: rank %lld could not make its shard (its error "
+                            "says why)",
+                            s->rank, s->P, (long long)fail[1] - 1);
     for (int t = 0; t < s->T; t++) {
         const ember_ebc_table_config *tc = &cfg->tables[t];
         int64_t v[4] = {tc->rows, tc->dim, tc->format, tc->pooling};
@@ -265,6 +352,10 @@ ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_
                             cfg->grad_scale);
     if (ember_device_equal(ember_comm_device(comm), EMBER_CPU) == 0)
         return ember__error(EMBER_ERR_DEVICE, "%s: the communicator's buffers are not in host memory", fn);
+    if (cfg->cache && cfg->cache->tiers) /* the same config on every rank: every rank refuses it */
+        return ember__error(EMBER_ERR_UNSUPPORTED, "%s: rank %d of %d: precision tiers of a cached shard are not "
+                            "supported (tiers rank a whole table's rows; use one process)", fn,
+                            ember_comm_rank(comm), P);
     ember_sharded_ebc *s = calloc(1, sizeof *s);
     if (!s) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
     s->comm = comm;
@@ -296,7 +387,7 @@ ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_
     ember_status st = ok ? EMBER_OK : ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %d ranks x %d tables", fn, P, s->T);
     if (st == EMBER_OK) st = describe_tables(s, cfg);
     if (st == EMBER_OK) st = make_shard(s, cfg);
-    if (st == EMBER_OK) st = check_same(s, cfg);
+    st = check_same(s, cfg, st);
     if (st != EMBER_OK) {
         ember_sharded_ebc_destroy(s);
         return st;
@@ -310,6 +401,8 @@ ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_
 
 void ember_sharded_ebc_destroy(ember_sharded_ebc *s) {
     if (!s) return;
+    if (s->held) ember_cache_release(s->cache, s->held, 0);
+    ember_cache_destroy(s->cache);
     ember_ebc_destroy(s->local);
     buf *bufs[] = {&s->rk,     &s->lr,    &s->send,  &s->recv,  &s->reqbag, &s->offs,     &s->vals,
                    &s->wts,    &s->pooled, &s->psend, &s->precv, &s->gsend, &s->grecv,    &s->grad,
@@ -341,6 +434,112 @@ int64_t ember_sharded_ebc_output_dim(const ember_sharded_ebc *s) { return s ? s-
 ember_ebc *ember_sharded_ebc_local(const ember_sharded_ebc *s) { return s ? s->local : NULL; }
 int ember_sharded_ebc_local_table(const ember_sharded_ebc *s, int table) {
     return s && table >= 0 && table < s->T ? s->t[table].local : -1;
+}
+ember_cache *ember_sharded_ebc_cache(const ember_sharded_ebc *s) { return s ? s->cache : NULL; }
+
+/* Give the cache back the batch held since the last forward; updated: backward ran on it. */
+static ember_status drop_held(ember_sharded_ebc *s, int updated) {
+    if (!s->held) return EMBER_OK;
+    ember_cache_batch *b = s->held;
+    s->held = NULL;
+    return ember_cache_release(s->cache, b, updated);
+}
+
+/* Rows [row, row + n) of shard table l, weights (n, width) or state (n, state floats),
+   wherever they live. The cache reads and writes rows with no batch handed out: a
+   forward's batch is given back unchanged (backward prepares it again). */
+static ember_status local_io(ember_sharded_ebc *s, int l, int64_t row, int64_t n, float *p, int read, int state) {
+    if (!s->cache) {
+        if (state)
+            return read ? ember_ebc_read_state(s->local, l, row, n, p) : ember_ebc_write_state(s->local, l, row, n, p);
+        return read ? ember_ebc_read_rows(s->local, l, row, n, p) : ember_ebc_write_rows(s->local, l, row, n, p);
+    }
+    EMBER_TRY(drop_held(s, 0));
+    if (state)
+        return read ? ember_cache_read_state(s->cache, l, row, n, p) : ember_cache_write_state(s->cache, l, row, n, p);
+    return read ? ember_cache_read_rows(s->cache, l, row, n, p) : ember_cache_write_rows(s->cache, l, row, n, p);
+}
+
+static ember_status local_rows_call(const char *fn, ember_sharded_ebc *s, int table, int64_t row, int64_t n,
+                                    float *weights, float *state, int read) {
+    EMBER_CHECK_NULL(s, fn);
+    if (table < 0 || table >= s->T) return ember__error(EMBER_ERR_INDEX, "%s: table %d of %d", fn, table, s->T);
+    const stab *x = &s->t[table];
+    if (x->local < 0)
+        return ember__error(EMBER_ERR_INDEX, "%s: rank %d of %d holds no rows of %s", fn, s->rank, s->P, x->name);
+    if (row < 0 || n < 0 || row > x->lrows - n)
+        return ember__error(EMBER_ERR_INDEX, "%s: rank %d of %d: local rows [%lld, %lld) of %s outside [0, %lld)", fn,
+                            s->rank, s->P, (long long)row, (long long)(row + n), x->name, (long long)x->lrows);
+    if (weights) EMBER_TRY(local_io(s, x->local, row, n, weights, read, 0));
+    if (state) EMBER_TRY(local_io(s, x->local, row, n, state, read, 1));
+    return EMBER_OK;
+}
+
+ember_status ember_sharded_ebc_read_local(ember_sharded_ebc *s, int table, int64_t row, int64_t n, float *weights,
+                                          float *state) {
+    return local_rows_call("ember_sharded_ebc_read_local", s, table, row, n, weights, state, 1);
+}
+
+ember_status ember_sharded_ebc_write_local(ember_sharded_ebc *s, int table, int64_t row, int64_t n,
+                                           const float *weights, const float *state) {
+    /* only read from when writing */
+    return local_rows_call("ember_sharded_ebc_write_local", s, table, row, n, (float *)weights, (float *)state, 0);
+}
+
+ember_status ember_sharded_ebc_checkpoint(ember_sharded_ebc *s, int64_t step) {
+    EMBER_CHECK_NULL(s, "ember_sharded_ebc_checkpoint");
+    if (!s->cache || !s->lmdb) return EMBER_OK;
+    EMBER_TRY(drop_held(s, 0));
+    return ember_cache_checkpoint(s->cache, step);
+}
+
+/*
+ * Warm the shard's cache from counts of the whole tables: per shard table, the hottest
+ * counted ids (at most 8 x world x slots of them, hottest first) that this rank holds,
+ * as many as the table has slots, with their counts. Warm-up changes which rows are
+ * cached, never the results.
+ */
+ember_status ember_sharded_ebc_warmup_counts(ember_sharded_ebc *s, const struct ember_freq *counts) {
+    static const char fn[] = "ember_sharded_ebc_warmup_counts";
+    EMBER_CHECK_NULL(s, fn);
+    EMBER_CHECK_NULL(counts, fn);
+    if (ember_freq_num_tables(counts) != s->T)
+        return ember__error(EMBER_ERR_SHAPE, "%s: rank %d of %d: the counts cover %d tables; the collection has %d",
+                            fn, s->rank, s->P, ember_freq_num_tables(counts), s->T);
+    if (!s->cache) return EMBER_OK;
+    EMBER_TRY(drop_held(s, 0));
+    ember_status st = EMBER_OK;
+    for (int l = 0; l < s->nlocal && st == EMBER_OK; l++) {
+        int t = s->ltab[l];
+        int64_t slots = ember_cache_slots(s->cache, l), k = slots * 8 * s->P, n = 0, m = 0;
+        ember_freq_table_stats fs;
+        st = ember_freq_get_table_stats(counts, t, &fs);
+        if (st != EMBER_OK) break;
+        if (k > fs.entries) k = fs.entries;
+        if (k <= 0) continue;
+        ember_freq_entry *e = malloc((size_t)k * sizeof *e);
+        int64_t *ids = malloc((size_t)k * sizeof *ids), *lr = malloc((size_t)k * sizeof *lr);
+        int *rk = malloc((size_t)k * sizeof *rk);
+        uint64_t *cnt = malloc((size_t)k * sizeof *cnt);
+        if (!e || !ids || !lr || !rk || !cnt)
+            st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: rank %d of %d: %lld ids", fn, s->rank, s->P, (long long)k);
+        if (st == EMBER_OK) st = ember_freq_top(counts, t, k, e, &n);
+        for (int64_t i = 0; st == EMBER_OK && i < n; i++) {
+            ids[i] = e[i].id;
+            if (ids[i] < 0 || ids[i] >= s->t[t].rows)
+                st = ember__error(EMBER_ERR_INDEX, "%s: rank %d of %d: counted id %lld outside %s (%lld rows)", fn,
+                                  s->rank, s->P, (long long)ids[i], s->t[t].name, (long long)s->t[t].rows);
+        }
+        if (st == EMBER_OK && n) st = ember_plan_locate_many(s->plan, t, ids, n, rk, lr);
+        for (int64_t i = 0; st == EMBER_OK && i < n && m < slots; i++)
+            if (rk[i] == s->rank || rk[i] == EMBER_PLAN_EVERY_RANK) {
+                ids[m] = lr[i];
+                cnt[m++] = e[i].count;
+            }
+        if (st == EMBER_OK && m) st = ember_cache_warmup(s->cache, l, ids, cnt, m);
+        free(e), free(ids), free(lr), free(rk), free(cnt);
+    }
+    return st;
 }
 
 ember_status ember_sharded_ebc_get_stats(const ember_sharded_ebc *s, ember_sharded_ebc_stats *out) {
@@ -405,20 +604,18 @@ static ember_status rows_run(ember_sharded_ebc *s, int t, int64_t id0, int64_t r
         if (skip == n) return EMBER_OK;
         return rows_run(s, t, id0 + skip, row0 + skip, n - skip, p);
     }
-    if (x->lwidth == x->dim)
-        return a->read ? ember_ebc_read_rows(s->local, x->local, row0, n, w)
-                       : ember_ebc_write_rows(s->local, x->local, row0, n, w);
+    if (x->lwidth == x->dim) return local_io(s, x->local, row0, n, w, a->read, 0);
     /* a column slice: stage the rows' slices */
     int c0 = s->cb[t * s->P + s->rank], wd = x->lwidth;
     const int64_t chunk = 1024;
     for (int64_t r = 0; r < n; r += chunk) {
         int64_t m = n - r < chunk ? n - r : chunk;
         if (a->read) {
-            EMBER_TRY(ember_ebc_read_rows(s->local, x->local, row0 + r, m, a->tmp));
+            EMBER_TRY(local_io(s, x->local, row0 + r, m, a->tmp, 1, 0));
             for (int64_t i = 0; i < m; i++) memcpy(w + (r + i) * x->dim + c0, a->tmp + i * wd, (size_t)wd * 4);
         } else {
             for (int64_t i = 0; i < m; i++) memcpy(a->tmp + i * wd, w + (r + i) * x->dim + c0, (size_t)wd * 4);
-            EMBER_TRY(ember_ebc_write_rows(s->local, x->local, row0 + r, m, a->tmp));
+            EMBER_TRY(local_io(s, x->local, row0 + r, m, a->tmp, 0, 0));
         }
     }
     return EMBER_OK;
@@ -670,12 +867,25 @@ static ember_status route(ember_sharded_ebc *s, const ember_jagged *b) {
     return EMBER_OK;
 }
 
+/* The shard's batch as the kernels take it: the local rows themselves, or prepared by
+   the cache (ids remapped to slots; call->rows the slot arrays), held until backward. */
+static ember_status local_batch(ember_sharded_ebc *s, const ember_jagged *jb, const ember_jagged **run,
+                                ember_ebc_call *call) {
+    *run = jb;
+    if (!s->cache) return EMBER_OK;
+    if (!s->held) EMBER_TRY(ember_cache_prepare(s->cache, jb, &s->held));
+    *run = &s->held->jagged;
+    call->rows = s->held->rows;
+    return EMBER_OK;
+}
+
 /* The owner's side: parse what arrived into one batch over the shard and pool it. */
 static ember_status own_forward(ember_sharded_ebc *s, const int64_t *rc) {
     static const char fn[] = "ember_sharded_ebc_forward";
     const int P = s->P, T = s->T;
     const int64_t *recv = s->recv.p;
     int64_t at = 0;
+    EMBER_TRY(drop_held(s, 0)); /* a forward that no backward followed (inference) */
     for (int src = 0; src < P; src++) {
         int64_t end = at + rc[src];
         for (int t = 0; t < T; t++) {
@@ -742,10 +952,13 @@ static ember_status own_forward(ember_sharded_ebc *s, const int64_t *rc) {
     }
     if (!s->nlocal) return EMBER_OK;
     EMBER_TRY(reserve(s, &s->pooled, (size_t)Bpad * (size_t)s->lout_dim * 4 + 4));
+    ember_jagged jb = {.batch = Bpad, .num_features = s->nlocal, .features = s->lfeat};
+    const ember_jagged *run;
+    ember_ebc_call call = {.trusted = 1};
+    EMBER_TRY(local_batch(s, &jb, &run, &call));
     ember_tensor *pt = NULL;
     EMBER_TRY(ember_tensor_wrap(s->pooled.p, EMBER_DTYPE_F32, 2, (int64_t[]){Bpad, s->lout_dim}, NULL, EMBER_CPU, &pt));
-    ember_jagged jb = {.batch = Bpad, .num_features = s->nlocal, .features = s->lfeat};
-    ember_status st = ember_ebc_forward(s->local, &jb, pt, &(ember_ebc_call){.trusted = 1});
+    ember_status st = ember_ebc_forward(s->compute, run, pt, &call);
     ember_tensor_destroy(pt);
     return st;
 }
@@ -881,9 +1094,11 @@ ember_status ember_sharded_ebc_forward(ember_sharded_ebc *s, const ember_jagged 
  * taken out of the shard's batch into a dense (rep_rows, dim + 1) buffer per table
  * (the last column counts the row's uses), summed over ranks by one all-reduce, then
  * applied on every rank by a second backward call whose bags are single rows with
- * the summed gradient, so every copy takes the same step.
+ * the summed gradient, so every copy takes the same step. Behind a cache, run is the
+ * prepared batch (the same positions, ids remapped to slots): the rows kept for the
+ * first call are its slots.
  */
-static ember_status split_replicated(ember_sharded_ebc *s, const float *g, ember_jagged *jb) {
+static ember_status split_replicated(ember_sharded_ebc *s, const float *g, const ember_jagged *run, ember_jagged *jb) {
     int64_t tot = 0;
     for (int l = 0; l < s->nlocal; l++) tot += s->lfeat[l].length;
     EMBER_TRY(reserve(s, &s->fvals, (size_t)tot * 8 + 8));
@@ -896,6 +1111,7 @@ static ember_status split_replicated(ember_sharded_ebc *s, const float *g, ember
     float *fw = s->fwts.p;
     for (int l = 0; l < s->nlocal; l++) {
         ember_jagged_feature *f = &s->lfeat[l];
+        const int64_t *slot = run->features == s->lfeat ? NULL : run->features[l].values;
         const stab *x = &s->t[s->ltab[l]];
         int64_t *off = fo + (size_t)l * (size_t)(s->Bpad + 1), v0 = vpos;
         off[0] = 0;
@@ -909,7 +1125,7 @@ static ember_status split_replicated(ember_sharded_ebc *s, const float *g, ember
                     for (int j = 0; j < x->dim; j++) acc[j] = acc[j] + c * gy[j];
                     acc[x->dim] += 1.0f;
                 } else {
-                    fv[vpos] = row;
+                    fv[vpos] = slot ? slot[k] : row;
                     fw[vpos] = c;
                     vpos++;
                 }
@@ -958,7 +1174,18 @@ static ember_status apply_replicated(ember_sharded_ebc *s, const ember_ebc_call 
     ember_tensor *gt = NULL;
     EMBER_TRY(ember_tensor_wrap(rg, EMBER_DTYPE_F32, 2, (int64_t[]){nb, s->lout_dim}, NULL, EMBER_CPU, &gt));
     ember_jagged jb = {.batch = nb, .num_features = s->nlocal, .features = s->lfeat};
-    ember_status st = ember_ebc_backward(s->local, &jb, gt, c);
+    ember_status st = EMBER_OK;
+    if (!s->cache) {
+        st = ember_ebc_backward(s->local, &jb, gt, c);
+    } else if (tot > 0) {
+        /* the rows through the cache as a batch of their own (the step's was released) */
+        const ember_jagged *run;
+        ember_ebc_call lc = *c;
+        st = local_batch(s, &jb, &run, &lc);
+        if (st == EMBER_OK) st = ember_ebc_backward(s->compute, run, gt, &lc);
+        ember_status rs = drop_held(s, 1);
+        if (st == EMBER_OK) st = rs;
+    }
     ember_tensor_destroy(gt);
     return st;
 }
@@ -1048,12 +1275,22 @@ ember_status ember_sharded_ebc_backward(ember_sharded_ebc *s, const ember_tensor
             gr++; /* flag */
         }
         ember_jagged jb = {.batch = s->Bpad, .num_features = s->nlocal, .features = s->lfeat};
-        if (s->rep_floats > 0) st = split_replicated(s, gm, &jb);
+        /* behind a cache, the forward's batch (prepared again if row reads gave it back) */
+        const ember_jagged *run;
+        ember_ebc_call lc = c;
+        st = local_batch(s, &jb, &run, &lc);
+        if (st == EMBER_OK && s->rep_floats > 0) {
+            st = split_replicated(s, gm, run, &jb);
+            run = &jb;
+        }
         ember_tensor *gt = NULL;
         if (st == EMBER_OK)
             st = ember_tensor_wrap(gm, EMBER_DTYPE_F32, 2, (int64_t[]){s->Bpad, s->lout_dim}, NULL, EMBER_CPU, &gt);
-        if (st == EMBER_OK) st = ember_ebc_backward(s->local, &jb, gt, &c);
+        if (st == EMBER_OK) st = ember_ebc_backward(s->compute, run, gt, &lc);
         ember_tensor_destroy(gt);
+        /* the rows may have been updated even when the call failed: they are dirty */
+        ember_status rs = drop_held(s, 1);
+        if (st == EMBER_OK) st = rs;
     }
     /* 3. replicated rows: every rank holds them, so every rank joins */
     if (s->rep_floats > 0) {

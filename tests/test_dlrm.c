@@ -362,6 +362,251 @@ done:
     ember_dlrm_destroy(m);
 }
 
+/*
+ * Offload (config.offload). The model: 13 dense features, 3 tables of dim 16, bottom MLP
+ * {128, 16}, top MLP {128 x 5, 1}: 73 K dense parameters, four weights of 128 x 128.
+ * Chunks of 16512 elements hold one such weight with its bias (66 KiB a chunk, 6 chunks),
+ * so an op needs at most a parameter and a gradient chunk on the device; the budget of
+ * 320 KiB is then several times below parameters + gradients + optimizer state (Adagrad:
+ * 3 x 396 KiB, Adam 4 x), and every step must evict.
+ */
+enum { OFF_B = 8, OFF_T = 3, OFF_STEPS = 12, OFF_CHUNK = 16512 };
+#define OFF_BUDGET ((size_t)320 << 10)
+static const int64_t off_rows[OFF_T] = {60, 50, 40};
+
+static ember_dlrm_config offload_model(ember_optim_kind kind) {
+    ember_dlrm_config c = {.num_dense = 13, .num_tables = OFF_T, .table_rows = off_rows, .emb_dim = 16,
+                           .bottom = {128, 16}, .top = {128, 128, 128, 128, 128, 1}, .batch = OFF_B,
+                           .sparse_lr = 0.05f, .seed = 5, .sparse_optim = {.type = EMBER_SPARSE_OPTIM_ADAGRAD}};
+    c.dense_optim = ember_optimizer_defaults(kind);
+    c.dense_optim.lr = 0.01;
+    return c;
+}
+
+/* Batch s of the offload tests: ids, dense features and labels from s alone. */
+typedef struct off_batch {
+    int64_t ids[OFF_T][OFF_B], offs[OFF_B + 1];
+    float dense[OFF_B * 13], labels[OFF_B];
+    ember_jagged_feature f[OFF_T];
+    ember_jagged j;
+} off_batch;
+
+static void offload_batch(int s, off_batch *b) {
+    uint64_t x = 0x9E3779B97F4A7C15ull * (uint64_t)(s + 1);
+    for (int i = 0; i <= OFF_B; i++) b->offs[i] = i;
+    for (int t = 0; t < OFF_T; t++) {
+        for (int i = 0; i < OFF_B; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            b->ids[t][i] = (int64_t)(x % (uint64_t)off_rows[t]);
+        }
+        b->f[t] = (ember_jagged_feature){.values = b->ids[t], .offsets = b->offs, .length = OFF_B};
+    }
+    for (int i = 0; i < OFF_B * 13; i++) b->dense[i] = (float)((i * 7 + s) % 11) / 11.0f;
+    for (int i = 0; i < OFF_B; i++) b->labels[i] = (float)((i + s) % 3 == 0);
+    b->j = (ember_jagged){.batch = OFF_B, .num_features = OFF_T, .features = b->f};
+}
+
+/* Every dense parameter of a and b, bit for bit; returns how many differ. */
+static int params_differ(ember_dlrm *a, ember_dlrm *b) {
+    ember_graph *ga = ember_dlrm_graph(a), *gb = ember_dlrm_graph(b);
+    int diff = 0, n = 0;
+    for (int i = 0; i < ember_graph_node_count(ga); i++) {
+        ember_node_info info;
+        ember_node *na = NULL, *nb = NULL;
+        ember_tensor *va = NULL, *vb = NULL;
+        CHECK_OK(ember_graph_node_info(ga, i, &info));
+        if (strcmp(info.op, "param") != 0) continue;
+        CHECK_OK(ember_graph_find(ga, info.name, &na));
+        CHECK_OK(ember_graph_find(gb, info.name, &nb));
+        if (na) CHECK_OK(ember_node_value(na, &va));
+        if (nb) CHECK_OK(ember_node_value(nb, &vb));
+        n++;
+        if (!va || !vb || memcmp(ember_tensor_data(va), ember_tensor_data(vb), ember_tensor_nbytes(va)) != 0) {
+            fprintf(stderr, "offload: parameter %s differs\n", info.name);
+            diff++;
+        }
+    }
+    CHECK(n >= 16);
+    return diff;
+}
+
+/* The dense optimizer state of ref (one optimizer) against the per-chunk optimizers of
+   off, matched by name, bit for bit, and their step counters. */
+static void state_matches(ember_dlrm *ref, ember_offload *off) {
+    ember_optimizer *ro = ember_dlrm_optimizer(ref);
+    ember_offload_stats os;
+    int nref = 0, seen = 0, diff = 0;
+    int64_t rstep = -1;
+    CHECK_OK(ember_optimizer_state_count(ro, &nref));
+    CHECK_OK(ember_optimizer_get_step(ro, &rstep));
+    CHECK_OK(ember_offload_get_stats(off, &os));
+    for (int c = 0; c < os.nchunks; c++) {
+        ember_optimizer *o = NULL;
+        int ns = 0;
+        int64_t step = -1;
+        CHECK_OK(ember_offload_get_optimizer(off, c, &o));
+        if (!o) continue;
+        CHECK_OK(ember_optimizer_get_step(o, &step));
+        CHECK_EQ_INT(step, rstep);
+        CHECK_OK(ember_optimizer_state_count(o, &ns));
+        for (int i = 0; i < ns; i++) {
+            const char *name;
+            ember_tensor *t;
+            CHECK_OK(ember_optimizer_state_get(o, i, &name, &t));
+            int found = 0;
+            for (int k = 0; k < nref && !found; k++) {
+                const char *rn;
+                ember_tensor *rt;
+                CHECK_OK(ember_optimizer_state_get(ro, k, &rn, &rt));
+                if (strcmp(rn, name) != 0) continue;
+                found = 1;
+                diff += memcmp(ember_tensor_data(rt), ember_tensor_data(t), ember_tensor_nbytes(t)) != 0;
+            }
+            if (!found) fprintf(stderr, "offload: no state %s in the reference optimizer\n", name);
+            CHECK(found);
+            seen++;
+        }
+    }
+    CHECK_EQ_INT(seen, nref);
+    CHECK_EQ_INT(diff, 0);
+}
+
+/* The offloaded model under the budget against the same model without offload or budget. */
+static void test_offload(ember_offload_policy policy, ember_optim_kind kind, int cached) {
+    ember_dlrm_config c = offload_model(kind);
+    ember_dlrm *ref = NULL, *m = NULL;
+    ember_memory *mm = NULL;
+    CHECK_OK(ember_dlrm_create(&c, &ref));
+    CHECK(ember_dlrm_offload(ref) == NULL && ember_dlrm_optimizer(ref) != NULL);
+    /* built with the device tier unlimited; the manager applies the budget */
+    CHECK_OK(ember_memory_create(&(ember_memory_config){.device = EMBER_CPU}, &mm));
+    ember_cache_config cc = {.ratio = 0.5, .min_slots = 2 * OFF_B, .mm = mm};
+    ember_offload_config oc = {.policy = policy, .device_budget = OFF_BUDGET, .chunk_elems = OFF_CHUNK,
+                               .param_host_fraction = 0.8, .state_host_fraction = 1};
+    c.mm = mm;
+    c.tier = EMBER_TIER_DEVICE;
+    c.offload = &oc;
+    if (cached) c.cache = &cc;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    if (!ref || !m) goto done;
+    ember_offload *off = ember_dlrm_offload(m);
+    CHECK(off != NULL && ember_dlrm_optimizer(m) == NULL);
+    CHECK((ember_dlrm_cache(m) != NULL) == cached);
+    ember_offload_stats os;
+    CHECK_OK(ember_offload_get_stats(off, &os));
+    CHECK_EQ_INT(os.nchunks, 6);
+    CHECK(os.model_bytes >= 3 * OFF_BUDGET); /* parameters + gradients + state vs the budget */
+    CHECK_EQ_INT(os.device_budget, OFF_BUDGET);
+    int diff = 0;
+    for (int s = 0; s < OFF_STEPS; s++) {
+        off_batch b;
+        offload_batch(s, &b);
+        float l0 = -1, l1 = -2;
+        CHECK_OK(ember_dlrm_train_step(ref, b.dense, &b.j, b.labels, &l0));
+        CHECK_OK(ember_dlrm_train_step(m, b.dense, &b.j, b.labels, &l1));
+        diff += memcmp(&l0, &l1, sizeof l0) != 0;
+    }
+    CHECK_EQ_INT(diff, 0);
+    /* predictions under the manager (the forward alone) */
+    off_batch b;
+    offload_batch(OFF_STEPS, &b);
+    float p0[OFF_B], p1[OFF_B];
+    CHECK_OK(ember_dlrm_predict(ref, b.dense, &b.j, p0));
+    CHECK_OK(ember_dlrm_predict(m, b.dense, &b.j, p1));
+    CHECK(memcmp(p0, p1, sizeof p0) == 0);
+    CHECK_EQ_INT(params_differ(ref, m), 0);
+    state_matches(ref, off);
+    for (int t = 0; t < OFF_T; t++) {
+        static float w0[60 * 16], w1[60 * 16], s0[60 * 16], s1[60 * 16];
+        int64_t sf = ember_dlrm_state_floats(m, t);
+        CHECK_OK(ember_dlrm_read_table(ref, t, 0, off_rows[t], w0, s0));
+        CHECK_OK(ember_dlrm_read_table(m, t, 0, off_rows[t], w1, s1));
+        CHECK(memcmp(w0, w1, (size_t)off_rows[t] * 16 * sizeof *w0) == 0);
+        CHECK(memcmp(s0, s1, (size_t)(off_rows[t] * sf) * sizeof *s0) == 0);
+    }
+    /* within the budget all along (the manager reset the peaks when it applied it) */
+    ember_memory_stats ms;
+    ember_memory_get_stats(mm, &ms);
+    CHECK_OK(ember_offload_get_stats(off, &os));
+    fprintf(stderr, "offload %s, %s%s: model data %zu B, budget %zu B, device peak %zu B (chunks %zu B), "
+                    "%llu B in, %llu B out, %llu evictions\n",
+            ember_offload_policy_name(policy), ember_optim_kind_name(kind), cached ? ", cached tables" : "",
+            os.model_bytes, OFF_BUDGET, ms.peak_total[EMBER_TIER_DEVICE], os.peak_device_chunk_bytes,
+            (unsigned long long)os.h2d_bytes, (unsigned long long)os.d2h_bytes,
+            (unsigned long long)os.evictions);
+    CHECK(ms.peak_total[EMBER_TIER_DEVICE] <= OFF_BUDGET);
+    CHECK(ms.peak_total[EMBER_TIER_DEVICE] > 0);
+    CHECK_EQ_INT(os.iterations, OFF_STEPS);
+    CHECK(os.evictions > 0 && os.h2d_bytes > 0);
+done:
+    ember_dlrm_destroy(ref);
+    ember_dlrm_destroy(m);
+    ember_memory_destroy(mm);
+}
+
+/* Without offload the budget that offload trains under cannot even hold the dense layers;
+   and offload's own refusals, named. */
+static void test_offload_errors(void) {
+    ember_dlrm_config c = offload_model(EMBER_OPTIM_ADAM);
+    ember_memory *mm = NULL;
+    CHECK_OK(ember_memory_create(&(ember_memory_config){.device = EMBER_CPU, .budget = {[EMBER_TIER_DEVICE] = OFF_BUDGET}},
+                                 &mm));
+    c.mm = mm;
+    c.tier = EMBER_TIER_DEVICE;
+    refused(&c, EMBER_ERR_OUT_OF_MEMORY, "device tier");
+    ember_memory_destroy(mm);
+    mm = NULL;
+    CHECK_OK(ember_memory_create(&(ember_memory_config){.device = EMBER_CPU}, &mm));
+    c.mm = mm;
+    ember_offload_config oc = {.policy = EMBER_OFFLOAD_POLICY_COUNT, .device_budget = OFF_BUDGET,
+                               .chunk_elems = OFF_CHUNK};
+    c.offload = &oc;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "policy 3");
+    oc.policy = EMBER_OFFLOAD_STATIC;
+    oc.param_host_fraction = 1.5;
+    refused(&c, EMBER_ERR_INVALID_ARGUMENT, "host fractions 1.5");
+    /* STATIC with every chunk on the device does not fit: at creation */
+    oc.param_host_fraction = 0;
+    refused(&c, EMBER_ERR_OUT_OF_MEMORY, "placing the static share");
+    /* a budget below what stays on the device (tables, activations) */
+    oc.policy = EMBER_OFFLOAD_AUTO;
+    oc.device_budget = 4096;
+    refused(&c, EMBER_ERR_OUT_OF_MEMORY, "below");
+    ember_memory_stats ms;
+    ember_memory_get_stats(mm, &ms);
+    CHECK(ms.budget[EMBER_TIER_DEVICE] == EMBER_BUDGET_UNLIMITED); /* a failed create puts it back */
+    /* the optimizer accessor */
+    oc.device_budget = 0;
+    ember_dlrm *m = NULL;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    ember_optimizer *o = (ember_optimizer *)1;
+    ember_offload_stats os;
+    if (m) {
+        ember_offload *off = ember_dlrm_offload(m);
+        CHECK_OK(ember_offload_get_stats(off, &os));
+        CHECK_STATUS(ember_offload_get_optimizer(off, os.nchunks, &o), EMBER_ERR_INDEX);
+        CHECK(o == NULL);
+        CHECK_STATUS(ember_offload_get_optimizer(off, -1, &o), EMBER_ERR_INDEX);
+        CHECK_STATUS(ember_offload_get_optimizer(NULL, 0, &o), EMBER_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(ember_offload_get_optimizer(off, 0, NULL), EMBER_ERR_INVALID_ARGUMENT);
+        CHECK_OK(ember_offload_get_optimizer(off, os.nchunks - 1, &o));
+        ember_optim_kind k = EMBER_OPTIM_KIND_COUNT;
+        if (o) CHECK_OK(ember_optimizer_get_kind(o, &k));
+        CHECK_EQ_INT(k, EMBER_OPTIM_ADAM);
+    }
+    ember_dlrm_destroy(m);
+    /* a manager without an optimizer has none to give */
+    c.offload = NULL;
+    m = NULL;
+    CHECK_OK(ember_dlrm_create(&c, &m));
+    ember_offload *bare = NULL;
+    if (m) CHECK_OK(ember_offload_create(&(ember_offload_config){.graph = ember_dlrm_graph(m)}, &bare));
+    if (bare) CHECK_STATUS(ember_offload_get_optimizer(bare, 0, &o), EMBER_ERR_STATE);
+    ember_offload_destroy(bare);
+    ember_dlrm_destroy(m);
+    ember_memory_destroy(mm);
+}
+
 /* Four tables on 4 ranks: table 0 (1000 rows) Zipf-skewed, id k counted 10000 / (k + 1)
    times (75% of all lookups, its ids 0 .. 249 most of them); tables 1 .. 3 uniform. Whole
    tables leave table 0's lookups on one rank, row ranges its hot head on rank 0; minimax
@@ -437,6 +682,11 @@ int main(void) {
     test_cached(EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_CACHE_POLICY_LFU);
     test_cached(EMBER_SPARSE_OPTIM_ADAM, EMBER_CACHE_POLICY_LRU);
     test_cached(EMBER_SPARSE_OPTIM_SGD, EMBER_CACHE_POLICY_LFU);
+    test_offload(EMBER_OFFLOAD_AUTO, EMBER_OPTIM_ADAM, 0);
+    test_offload(EMBER_OFFLOAD_AUTO, EMBER_OPTIM_ADAGRAD, 1);
+    test_offload(EMBER_OFFLOAD_STATIC, EMBER_OPTIM_ADAGRAD, 0);
+    test_offload(EMBER_OFFLOAD_STATIC, EMBER_OPTIM_ADAM, 1);
+    test_offload_errors();
     fixture_free(&fx);
     return check_summary();
 }

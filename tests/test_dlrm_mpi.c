@@ -36,6 +36,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "ember/datasets.h"
@@ -187,14 +188,63 @@ static void compare_tables(ember_dlrm *a, ember_dlrm *b, double tol) {
 /* what a minimax plan must show: hot rows placed apart from their ranges, or replicated */
 enum { EXPECT_NONE, EXPECT_HOT, EXPECT_REPLICATED };
 
+/* The most distinct ids of one table that this rank's shard serves in one step of the
+   run (rows it owns or every rank holds, asked by any rank): a cache of this many slots
+   evicts yet never runs out. */
+static int64_t max_unique(const ember_plan *plan) {
+    static gbatch b;
+    int64_t best = 1;
+    for (int s = 0; plan && s <= STEPS; s++) {
+        make_batch(&b, s);
+        for (int t = 0; t < T; t++) {
+            char seen[64] = {0};
+            int64_t u = 0;
+            for (int64_t k = 0; k < b.f[t].length; k++) {
+                int rk;
+                int64_t lr;
+                CHECK_OK(ember_plan_locate(plan, t, b.vals[t][k], &rk, &lr));
+                if (rk == R || rk == EMBER_PLAN_EVERY_RANK) u += !seen[b.vals[t][k]]++;
+            }
+            if (u > best) best = u;
+        }
+    }
+    return best;
+}
+
+/* Every row and state float this rank holds, in a and b (same plan): the same bits. */
+static void same_shards(ember_dlrm *a, ember_dlrm *b) {
+    ember_sharded_ebc *sa = ember_dlrm_sharded_tables(a), *sb = ember_dlrm_sharded_tables(b);
+    for (int t = 0; sa && sb && t < T; t++) {
+        if (ember_sharded_ebc_local_table(sa, t) < 0) continue;
+        ember_plan_shard sh;
+        CHECK_OK(ember_plan_get_shard(ember_dlrm_plan(a), t, R, &sh));
+        int64_t n = sh.local_rows, w = sh.col_end - sh.col_begin;
+        int64_t sf = ember_dlrm_state_floats(a, t) * w / ember_dlrm_table_dim(a, t); /* a slice's columns */
+        float *x = calloc((size_t)(n * (w + sf)), 4), *y = calloc((size_t)(n * (w + sf)), 4);
+        CHECK_OK(ember_sharded_ebc_read_local(sa, t, 0, n, x, sf ? x + n * w : NULL));
+        CHECK_OK(ember_sharded_ebc_read_local(sb, t, 0, n, y, sf ? y + n * w : NULL));
+        CHECK(memcmp(x, y, (size_t)(n * (w + sf)) * 4) == 0);
+        free(x), free(y);
+    }
+}
+
 static void run_case(ember_comm *w, ember_plan_kind plan, ember_sparse_optim so, ember_optim_kind dk,
-                     const ember_freq *freq, int expect) {
-    ember_dlrm *ref = NULL, *m = NULL, *m2 = NULL;
+                     const ember_freq *freq, int expect, int cached) {
+    ember_dlrm *ref = NULL, *m = NULL, *m2 = NULL, *res = NULL; /* res: the resident twin of a cached m */
     ember_dlrm_config rc = config(NULL, plan, so, dk), mc = config(w, plan, so, dk);
     rc.freq = mc.freq = freq; /* ignored by the one-process reference */
     CHECK_OK(ember_dlrm_create(&rc, &ref));
+    ember_cache_config cc = {.ratio = 0.05, .policy = EMBER_CACHE_POLICY_LFU};
+    if (cached) {
+        CHECK_OK(ember_dlrm_create(&mc, &res));
+        cc.min_slots = max_unique(ember_dlrm_plan(res));
+        mc.cache = &cc;
+    }
     CHECK_OK(ember_dlrm_create(&mc, &m));
-    if (!ref || !m) goto out;
+    if (!ref || !m || (cached && !res)) goto out;
+    int holds = 0;
+    for (int t = 0; t < T; t++) holds |= ember_sharded_ebc_local_table(ember_dlrm_sharded_tables(m), t) >= 0;
+    CHECK_EQ_INT(ember_dlrm_cache(m) != NULL, cached && holds);
     CHECK_EQ_INT(ember_dlrm_world(m), N);
     CHECK_EQ_INT(ember_dlrm_rank(m), R);
     CHECK(ember_dlrm_sharded_tables(m) != NULL);
@@ -225,11 +275,30 @@ static void run_case(ember_comm *w, ember_plan_kind plan, ember_sparse_optim so,
         CHECK_OK(ember_dlrm_train_step(m, b.dense + (int64_t)R * BL * ND, &b.lj, b.labels + (int64_t)R * BL, &l1));
         CHECK_NEAR(l1, l0, 2e-6);
         if (fabs(l1 - l0) > worst) worst = fabs(l1 - l0);
+        if (res) { /* the resident twin: the same loss, bit for bit */
+            float l2 = 0;
+            CHECK_OK(ember_dlrm_train_step(res, b.dense + (int64_t)R * BL * ND, &b.lj, b.labels + (int64_t)R * BL,
+                                           &l2));
+            CHECK(memcmp(&l1, &l2, sizeof l1) == 0);
+        }
     }
     int64_t n0, n1;
     float *p0 = dense_params(ref, &n0), *p1 = dense_params(m, &n1);
     CHECK_EQ_INT(n0, n1);
     CHECK_NEAR_ARRAY(p1, p0, n0, 1e-5);
+    int64_t ev[2] = {0, 0};
+    if (res) {
+        int64_t n2;
+        float *p2 = dense_params(res, &n2);
+        CHECK(n2 == n1 && memcmp(p2, p1, (size_t)n1 * sizeof *p1) == 0);
+        free(p2);
+        same_shards(m, res);
+        ember_cache_stats cs = {0};
+        if (ember_dlrm_cache(m)) CHECK_OK(ember_cache_get_stats(ember_dlrm_cache(m), &cs));
+        ev[0] = cs.evictions;
+        CHECK_OK(ember_comm_all_reduce(w, ev, ev + 1, 1, EMBER_DTYPE_I64, EMBER_REDUCE_SUM, NULL));
+        CHECK(ev[1] > 0);
+    }
     /* the dense parameters are the same bits on every rank */
     float *pr = malloc((size_t)n1 * sizeof *pr);
     memcpy(pr, p1, (size_t)n1 * sizeof *pr);
@@ -237,10 +306,13 @@ static void run_case(ember_comm *w, ember_plan_kind plan, ember_sparse_optim so,
     CHECK(memcmp(pr, p1, (size_t)n1 * sizeof *pr) == 0);
     compare_tables(m, ref, 1e-5);
     if (R == 0)
-        printf("%s plan, %s: %d steps on %d ranks, worst loss difference %.3g (plan: imbalance %.3f, %lld hot and "
+        printf("%s plan, %s%s: %d steps on %d ranks, worst loss difference %.3g (plan: imbalance %.3f, %lld hot and "
                "%lld replicated rows)\n",
-               ember_plan_kind_name(plan), ember_sparse_optim_name(so), STEPS, N, worst,
-               ps.imbalance, (long long)ps.hot_blocks, (long long)ps.replicated_blocks);
+               ember_plan_kind_name(plan), ember_sparse_optim_name(so), cached ? ", cached shards" : "", STEPS, N,
+               worst, ps.imbalance, (long long)ps.hot_blocks, (long long)ps.replicated_blocks);
+    if (R == 0 && cached)
+        printf("  against resident shards: loss, dense parameters, rows and state compared bit for bit; %lld rows "
+               "evicted over the ranks\n", (long long)ev[1]);
 
     /* re-sharding: a one-process model's rows and state loaded by N ranks */
     CHECK_OK(ember_dlrm_create(&mc, &m2));
@@ -267,6 +339,7 @@ static void run_case(ember_comm *w, ember_plan_kind plan, ember_sparse_optim so,
 out:
     ember_dlrm_destroy(m2);
     ember_dlrm_destroy(m);
+    ember_dlrm_destroy(res);
     ember_dlrm_destroy(ref);
 }
 
@@ -286,10 +359,35 @@ static void test_errors(ember_comm *w) {
     CHECK_STATUS(ember_dlrm_create(&c, &m), EMBER_ERR_INVALID_ARGUMENT);
     CHECK(strstr(ember_last_error(), "is not an ember_plan_kind") != NULL);
     c = config(w, EMBER_PLAN_TABLEWISE, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD);
-    ember_cache_config cc = {.ratio = 0.5};
+    /* precision tiers rank a whole table's rows: not for shards, refused on every rank */
+    ember_cache_tiers tiers = {.hot = 0.5};
+    ember_cache_config cc = {.ratio = 0.5, .tiers = &tiers};
     c.cache = &cc;
     CHECK_STATUS(ember_dlrm_create(&c, &m), EMBER_ERR_UNSUPPORTED);
+    CHECK(strstr(ember_last_error(), "precision tiers of a cached shard are not supported") != NULL);
     CHECK(m == NULL);
+    /* a cache that cannot be made on one rank (an LMDB store that must exist, missing on
+       the last rank only): that rank names it, the others name that rank, none hangs */
+    char dir[64];
+    int64_t pid = (int64_t)getpid();
+    CHECK_OK(ember_comm_broadcast(w, &pid, 1, EMBER_DTYPE_I64, 0, NULL));
+    snprintf(dir, sizeof dir, "/tmp/ember-test-dlrm-mpi-%lld", (long long)pid);
+    c = config(w, EMBER_PLAN_ROWWISE, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD); /* every rank holds rows */
+    c.cache = &cc;
+    cc = (ember_cache_config){.ratio = 0.5, .store = EMBER_CACHE_STORE_LMDB, .path = dir,
+                              .open = R == N - 1 ? EMBER_CACHE_OPEN_EXISTING : EMBER_CACHE_OPEN_OR_CREATE};
+    ember_status st = ember_dlrm_create(&c, &m);
+    CHECK(st != EMBER_OK);
+    if (R == N - 1) CHECK(strstr(ember_last_error(), "no store at") != NULL);
+    else CHECK(strstr(ember_last_error(), "could not make its shard") != NULL);
+    CHECK(m == NULL);
+    ember_dlrm_destroy(m);
+    CHECK_OK(ember_comm_barrier(w, NULL));
+    if (R == 0) { /* the other ranks' stores */
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        CHECK(system(cmd) == 0);
+    }
 }
 
 int main(void) {
@@ -314,11 +412,19 @@ int main(void) {
                  {EMBER_PLAN_COLUMNWISE, NULL, EXPECT_NONE},  {EMBER_PLAN_TABLEWISE, counted, EXPECT_NONE},
                  {EMBER_PLAN_MINIMAX, counted, EXPECT_HOT}, {EMBER_PLAN_MINIMAX, boosted, EXPECT_REPLICATED}};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
-        run_case(w, cases[k].kind, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD, cases[k].freq, cases[k].expect);
-        run_case(w, cases[k].kind, EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_OPTIM_ADAGRAD, cases[k].freq, cases[k].expect);
+        run_case(w, cases[k].kind, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD, cases[k].freq, cases[k].expect, 0);
+        run_case(w, cases[k].kind, EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_OPTIM_ADAGRAD, cases[k].freq, cases[k].expect, 0);
     }
     /* Adam: two per-column state arrays, carried slice by slice */
-    run_case(w, EMBER_PLAN_COLUMNWISE, EMBER_SPARSE_OPTIM_ADAM, EMBER_OPTIM_SGD, NULL, EXPECT_NONE);
+    run_case(w, EMBER_PLAN_COLUMNWISE, EMBER_SPARSE_OPTIM_ADAM, EMBER_OPTIM_SGD, NULL, EXPECT_NONE, 0);
+    /* each shard behind its own cache (LFU, few slots): SGD and Adagrad, every kind of plan,
+       minimax with replicated rows */
+    const int cached_cases[] = {0, 1, 2, 5};
+    for (size_t i = 0; i < sizeof cached_cases / sizeof *cached_cases; i++) {
+        int k = cached_cases[i];
+        run_case(w, cases[k].kind, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD, cases[k].freq, cases[k].expect, 1);
+        run_case(w, cases[k].kind, EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_OPTIM_ADAGRAD, cases[k].freq, cases[k].expect, 1);
+    }
     ember_freq_destroy(counted);
     ember_freq_destroy(boosted);
     test_errors(w);

@@ -25,12 +25,24 @@
  * fuses it; row-wise and minimax: 1e-5, the forward's ulps fed through the loss,
  * observed a few 1e-8). Also: a bad id on one rank fails every rank's forward and
  * leaves the collection usable; backward without forward; a plan for another world.
+ *
+ * Cached shards (config.cache, LFU, SGD and Adagrad, every plan): each rank's shard
+ * behind its own cache with as few slots as one step's distinct ids need (the largest
+ * over the run, so rows are evicted and written back), trained beside the same plan
+ * with resident shards: forward outputs, every row and every optimizer state the same
+ * bits (the cache's invariant), and the cached run against one process within the
+ * tolerances above; evictions counted over the ranks > 0. The caches are first warmed
+ * from counts of the run's ids (ember_sharded_ebc_warmup_counts: rows loaded, nothing
+ * changed). Inference: a forward with no backward, then rows read, then a training
+ * step, still equal to the resident twin; so is a step whose bags are all empty.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "ember/cache.h"
+#include "ember/datasets.h"
 #include "ember/parallel.h"
 
 #define T 3
@@ -181,29 +193,103 @@ static double tol_rows(ember_plan_kind k) {
     return k == EMBER_PLAN_TABLEWISE ? 0.0 : k == EMBER_PLAN_COLUMNWISE ? 1e-6 : 1e-5;
 }
 
-static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, ember_sparse_optim opt, int fixed) {
+/* The most distinct ids of one table that this rank's shard serves in one step of the
+   run (rows it owns or that every rank holds, asked by any rank): slots enough for its
+   batches, so a cache this small evicts yet never runs out. */
+static int64_t max_unique(const ember_plan *plan) {
+    int64_t best = 1;
+    for (int step = 0; step < STEPS + 1; step++) {
+        batch g;
+        make_global(&g, step);
+        for (int t = 0; t < T; t++) {
+            char seen[64] = {0};
+            int64_t u = 0;
+            for (int64_t k = 0; k < g.f[t].length; k++) {
+                int rk;
+                int64_t lr;
+                CHECK_OK(ember_plan_locate(plan, t, g.vals[t][k], &rk, &lr));
+                if (rk == R || rk == EMBER_PLAN_EVERY_RANK) u += !seen[g.vals[t][k]]++;
+            }
+            if (u > best) best = u;
+        }
+        batch_free(&g);
+    }
+    return best;
+}
+
+/* Every row and state float of two collections over the same plan, read where each
+   rank holds them: the same bits. */
+static void check_same_shards(ember_sharded_ebc *a, ember_sharded_ebc *b, const ember_plan *plan, int with_state) {
+    for (int t = 0; t < T; t++) {
+        if (ember_sharded_ebc_local_table(a, t) < 0) continue;
+        ember_plan_shard sh;
+        CHECK_OK(ember_plan_get_shard(plan, t, R, &sh));
+        int64_t n = sh.local_rows, w = sh.col_end - sh.col_begin, sf = with_state ? 2 * w : 0; /* <= Adam's */
+        float *x = calloc((size_t)(n * (w + sf)), 4), *y = calloc((size_t)(n * (w + sf)), 4);
+        CHECK_OK(ember_sharded_ebc_read_local(a, t, 0, n, x, with_state ? x + n * w : NULL));
+        CHECK_OK(ember_sharded_ebc_read_local(b, t, 0, n, y, with_state ? y + n * w : NULL));
+        CHECK(memcmp(x, y, (size_t)(n * (w + sf)) * 4) == 0);
+        free(x);
+        free(y);
+    }
+}
+
+static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, ember_sparse_optim opt, int fixed,
+                     int cached) {
     const char *kn = ember_plan_kind_name(kind), *on = ember_sparse_optim_name(opt);
     ember_plan *plan = make_plan(kind, N, rep_bytes);
     if (plan && R == 0 && getenv("EMBER_TEST_VERBOSE")) ember_plan_write_text(plan, 4, stdout);
     if (!plan) return;
     ember_sparse_optim_config oc = {.type = opt};
-    ember_sharded_ebc *s = NULL;
-    CHECK_OK(ember_sharded_ebc_create(
-        w, &(ember_sharded_ebc_config){.plan = plan, .num_tables = T, .tables = TABLES, .optim = oc}, &s));
+    ember_cache_config cc = {.ratio = 0.05, .min_slots = max_unique(plan), .policy = EMBER_CACHE_POLICY_LFU};
+    ember_sharded_ebc *s = NULL, *res = NULL; /* res: the resident twin of a cached s */
+    CHECK_OK(ember_sharded_ebc_create(w, &(ember_sharded_ebc_config){.plan = plan, .num_tables = T, .tables = TABLES,
+                                                                     .optim = oc, .cache = cached ? &cc : NULL},
+                                      &s));
+    if (cached)
+        CHECK_OK(ember_sharded_ebc_create(
+            w, &(ember_sharded_ebc_config){.plan = plan, .num_tables = T, .tables = TABLES, .optim = oc}, &res));
     ember_ebc *ref = NULL;
     CHECK_OK(ember_ebc_create(&(ember_ebc_config){.num_tables = T, .tables = TABLES, .optim = oc}, &ref));
-    if (!s || !ref) {
+    if (!s || !ref || (cached && !res)) {
         ember_sharded_ebc_destroy(s);
+        ember_sharded_ebc_destroy(res);
         ember_ebc_destroy(ref);
         ember_plan_destroy(plan);
         return;
     }
+    int holds = 0;
+    for (int t = 0; t < T; t++) holds |= ember_sharded_ebc_local_table(s, t) >= 0;
+    CHECK_EQ_INT(ember_sharded_ebc_cache(s) != NULL, cached && holds);
+    CHECK(!cached || ember_sharded_ebc_local(s) == NULL);
     const int64_t D = ember_sharded_ebc_output_dim(s);
     CHECK_EQ_INT(D, ember_ebc_output_dim(ref));
     ember_rng r1 = {.seed = 7}, r2 = {.seed = 7};
     CHECK_OK(ember_sharded_ebc_init_uniform(s, &r1, -0.1f, 0.1f));
     CHECK_OK(ember_ebc_init_uniform(ref, &r2, -0.1f, 0.1f));
     CHECK_EQ_INT(r1.offset, r2.offset);
+    if (res) {
+        ember_rng r3 = {.seed = 7};
+        CHECK_OK(ember_sharded_ebc_init_uniform(res, &r3, -0.1f, 0.1f));
+        check_same_shards(s, res, plan, opt != EMBER_SPARSE_OPTIM_SGD);
+        /* warm each rank's cache from counts of the run's ids (whole tables): its own hottest rows */
+        ember_freq *f = NULL;
+        CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = T}, &f));
+        for (int step = 0; f && step < STEPS; step++) {
+            batch g;
+            make_global(&g, step);
+            for (int t = 0; t < T; t++) CHECK_OK(ember_freq_add(f, t, g.vals[t], g.f[t].length));
+            batch_free(&g);
+        }
+        if (f) CHECK_OK(ember_sharded_ebc_warmup_counts(s, f));
+        ember_freq_destroy(f);
+        ember_cache_stats cs = {0};
+        if (ember_sharded_ebc_cache(s)) CHECK_OK(ember_cache_get_stats(ember_sharded_ebc_cache(s), &cs));
+        int64_t used[2] = {cs.slots_used, 0};
+        CHECK_OK(ember_comm_all_reduce(w, used, used + 1, 1, EMBER_DTYPE_I64, EMBER_REDUCE_SUM, NULL));
+        CHECK(used[1] > 0);
+        check_same_shards(s, res, plan, opt != EMBER_SPARSE_OPTIM_SGD);
+    }
     for (int t = 0; t < T; t++) {
         int64_t n = TABLES[t].rows * TABLES[t].dim;
         float *a = malloc((size_t)n * 4), *b = malloc((size_t)n * 4);
@@ -238,6 +324,13 @@ static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, embe
                 d[b * D + j] = ((fixed ? 0.0f : o[b * D + j]) - target(step, f0 + b, j)) * inv * (float)N;
         CHECK_OK(ember_sharded_ebc_backward(s, dout, &(ember_ebc_call){.lr = 0.1f}));
         CHECK_OK(ember_ebc_backward(ref, &gb.j, gdout, &(ember_ebc_call){.lr = 0.1f, .trusted = 1}));
+        if (res) { /* the resident twin: the same bits out, so the same gradient in */
+            ember_tensor *rout = mat(B, D);
+            CHECK_OK(ember_sharded_ebc_forward(res, &lb.j, rout, NULL));
+            CHECK(memcmp(ember_tensor_data(rout), o, (size_t)(B * D) * 4) == 0);
+            CHECK_OK(ember_sharded_ebc_backward(res, dout, &(ember_ebc_call){.lr = 0.1f}));
+            ember_tensor_destroy(rout);
+        }
         ember_tensor_destroy(out);
         ember_tensor_destroy(dout);
         ember_tensor_destroy(gout);
@@ -266,7 +359,7 @@ static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, embe
             CHECK_OK(ember_plan_locate(plan, t, id, &rk, &lr));
             if (rk != R && rk != EMBER_PLAN_EVERY_RANK) continue;
             held++;
-            CHECK_OK(ember_ebc_read_rows(ember_sharded_ebc_local(s), lt, lr, 1, row));
+            CHECK_OK(ember_sharded_ebc_read_local(s, t, lr, 1, row, NULL));
             double ml = maxdiff(row, b + id * dim + sh.col_begin, sh.col_end - sh.col_begin);
             if (ml > worst_local) worst_local = ml;
         }
@@ -293,10 +386,53 @@ static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, embe
         CHECK_OK(ember_comm_all_reduce(w, &st.bags_sent, &sent, 1, EMBER_DTYPE_I64, EMBER_REDUCE_SUM, NULL));
         CHECK(sent > 0);
     }
+    int64_t ev[2] = {0, 0};
+    if (res) {
+        check_same_shards(s, res, plan, opt != EMBER_SPARSE_OPTIM_SGD);
+        ember_cache_stats cs = {0};
+        if (ember_sharded_ebc_cache(s)) CHECK_OK(ember_cache_get_stats(ember_sharded_ebc_cache(s), &cs));
+        ev[0] = cs.evictions;
+        CHECK_OK(ember_comm_all_reduce(w, ev, ev + 1, 1, EMBER_DTYPE_I64, EMBER_REDUCE_SUM, NULL));
+        CHECK(ev[1] > 0);
+        /* inference (a forward, no backward), rows read, then a step: still the twin's bits */
+        batch lb;
+        make_local(&lb, STEPS, R);
+        ember_tensor *out = mat(B, D), *rout = mat(B, D);
+        CHECK_OK(ember_sharded_ebc_forward(s, &lb.j, out, NULL));
+        float *a = malloc((size_t)(TABLES[0].rows * TABLES[0].dim) * 4);
+        CHECK_OK(ember_sharded_ebc_read_rows(s, 0, 0, TABLES[0].rows, a));
+        free(a);
+        CHECK_OK(ember_sharded_ebc_forward(s, &lb.j, out, NULL));
+        CHECK_OK(ember_sharded_ebc_forward(res, &lb.j, rout, NULL));
+        CHECK(memcmp(ember_tensor_data(rout), ember_tensor_data(out), (size_t)(B * D) * 4) == 0);
+        CHECK_OK(ember_sharded_ebc_read_rows(s, 1, 0, 1, ember_tensor_data(rout))); /* between forward and backward */
+        CHECK_OK(ember_sharded_ebc_read_rows(res, 1, 0, 1, ember_tensor_data(rout)));
+        CHECK_OK(ember_sharded_ebc_backward(s, out, &(ember_ebc_call){.lr = 0.1f}));
+        CHECK_OK(ember_sharded_ebc_backward(res, out, &(ember_ebc_call){.lr = 0.1f}));
+        check_same_shards(s, res, plan, opt != EMBER_SPARSE_OPTIM_SGD);
+        /* a step whose bags are all empty: every owner's batch has no bags */
+        for (int t = 0; t < T; t++) {
+            memset(lb.offs[t], 0, (size_t)(B + 1) * sizeof(int64_t));
+            lb.f[t].length = 0;
+        }
+        CHECK_OK(ember_sharded_ebc_forward(s, &lb.j, out, NULL));
+        CHECK_OK(ember_sharded_ebc_backward(s, out, &(ember_ebc_call){.lr = 0.1f}));
+        CHECK_OK(ember_sharded_ebc_forward(res, &lb.j, rout, NULL));
+        CHECK_OK(ember_sharded_ebc_backward(res, rout, &(ember_ebc_call){.lr = 0.1f}));
+        CHECK(memcmp(ember_tensor_data(rout), ember_tensor_data(out), (size_t)(B * D) * 4) == 0);
+        check_same_shards(s, res, plan, opt != EMBER_SPARSE_OPTIM_SGD);
+        ember_tensor_destroy(out);
+        ember_tensor_destroy(rout);
+        batch_free(&lb);
+    }
     if (R == 0)
-        printf("sharded %-10s %-8s %-5s ranks %d: forward |diff| %.3g, tables |diff| %.3g, replicated floats %lld\n",
-               kn, on, fixed ? "fixed" : "loss", N, worst_fwd, worst, (long long)st.replicated_floats);
+        printf("sharded %-10s %-8s %-5s%s ranks %d: forward |diff| %.3g, tables |diff| %.3g, replicated floats "
+               "%lld%s\n",
+               kn, on, fixed ? "fixed" : "loss", cached ? " cached" : "", N, worst_fwd, worst,
+               (long long)st.replicated_floats, cached ? ", compared bit for bit with resident shards" : "");
+    if (R == 0 && cached) printf("  %lld rows evicted over the ranks\n", (long long)ev[1]);
     ember_sharded_ebc_destroy(s);
+    ember_sharded_ebc_destroy(res);
     ember_ebc_destroy(ref);
     ember_plan_destroy(plan);
 }
@@ -366,7 +502,10 @@ int main(void) {
     const ember_sparse_optim opts[] = {EMBER_SPARSE_OPTIM_SGD, EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_SPARSE_OPTIM_ADAM};
     for (int k = 0; k < 5; k++)
         for (int o = 0; o < 3; o++)
-            for (int fixed = 0; fixed < 2; fixed++) run_case(w, kinds[k], rep_bytes[k], opts[o], fixed);
+            for (int fixed = 0; fixed < 2; fixed++) run_case(w, kinds[k], rep_bytes[k], opts[o], fixed, 0);
+    /* each shard behind its own cache: SGD and Adagrad, every plan */
+    for (int k = 0; k < 5; k++)
+        for (int o = 0; o < 2; o++) run_case(w, kinds[k], rep_bytes[k], opts[o], 0, 1);
     test_errors(w);
     ember_comm_destroy(w);
     return check_summary();

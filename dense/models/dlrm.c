@@ -6,10 +6,18 @@
  * with the vectors side by side: the dot interactions read it as (B, T + 1, d) through
  * a reshape without a copy of its own, the cross layers take it as x0 as it is.
  *
+ * With offload the same graph runs under the heterogeneous memory manager's executor
+ * hook: it adopts only the parameters (their gradients and optimizer state), so the
+ * embedding-bag node, which holds no graph parameter, runs and updates its rows as it
+ * would without it; the manager's per-chunk optimizers replace the dense optimizer.
+ *
  * On N ranks the node's collection is an ember_sharded_ebc behind an ember_ebc_backend
- * and the dense half runs under ember_ddp. The sharded collection gets a communicator
- * of its own (a split of the model's): its blocking all-to-alls in backward then never
- * interleave with the ddp buckets' all-reduces in flight on the model's communicator.
+ * (each rank's shard resident, or with config.cache behind the rank's own cache, which
+ * the collection drives itself: the model's `cache` field and look-ahead queue are for
+ * one process) and the dense half runs under ember_ddp. The sharded collection gets a
+ * communicator of its own (a split of the model's): its blocking all-to-alls in backward
+ * then never interleave with the ddp buckets' all-reduces in flight on the model's
+ * communicator.
  */
 #include <assert.h>
 #include <math.h>
@@ -31,7 +39,8 @@ struct ember_dlrm {
     int qhead, qlen;
     int64_t *rows; /* owned copies of the config's arrays */
     int *dims;
-    ember_optimizer *opt;
+    ember_optimizer *opt;        /* NULL with offload */
+    ember_offload *off;          /* config.offload: the dense model data's manager */
     ember_ebc_binding bind;
     ember_node *dense, *labels, *logits, *loss;
     int64_t step;
@@ -165,6 +174,14 @@ static ember_status build(ember_dlrm *m) {
         EMBER_TRY(ember_ddp_create(g, c->comm, &(ember_ddp_config){.no_broadcast = 1}, &m->ddp));
         return ember_ddp_optimizer_create(m->ddp, &oc, &m->opt);
     }
+    if (c->offload) {
+        /* the manager adopts the parameters and gradients and makes the optimizer state in
+           its chunks (one optimizer per chunk); mm NULL is the graph's, the model's */
+        ember_offload_config ofc = *c->offload;
+        ofc.graph = g;
+        ofc.optim = &oc;
+        return ember_offload_create(&ofc, &m->off);
+    }
     return ember_graph_optimizer_create(g, &oc, &m->opt);
 }
 
@@ -267,14 +284,17 @@ ember_status ember_dlrm_plan_choose(const ember_dlrm_config *cfg, int world, con
     return st;
 }
 
-static ember_status create_sharded(ember_dlrm *m, const ember_ebc_table_config *tabs, const char *fn) {
+/* The sharded tables, each rank's shard resident or behind its own cache (cache: the
+   caller's config, read here; ember_sharded_ebc's "Cached shards"). */
+static ember_status create_sharded(ember_dlrm *m, const ember_ebc_table_config *tabs,
+                                   const ember_cache_config *cache, const char *fn) {
     const ember_dlrm_config *c = &m->cfg;
     EMBER_TRY(plan_build(c, m->dims, m->world, c->plan, fn, &m->plan));
     EMBER_TRY(ember_comm_split(c->comm, 0, m->rank, &m->ecomm));
     EMBER_TRY(ember_sharded_ebc_create(m->ecomm, &(ember_sharded_ebc_config){.plan = m->plan,
                                                                             .num_tables = c->num_tables,
                                                                             .tables = tabs, .optim = c->sparse_optim,
-                                                                            .mm = c->mm},
+                                                                            .mm = c->mm, .cache = cache},
                                        &m->sh));
     m->ebc = ember_sharded_ebc_local(m->sh);
     m->be = (ember_ebc_backend){.ctx = m->sh, .forward = sh_forward, .backward = sh_backward,
@@ -378,11 +398,11 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
     }
     m->rank = ember_comm_rank(c.comm);
     m->world = ember_comm_size(c.comm);
-    if (st == EMBER_OK && m->world > 1 && c.cache)
-        st = ember__error(EMBER_ERR_UNSUPPORTED, "%s: a cache in front of tables sharded over %d ranks is not "
-                                                 "supported yet (tables must be resident)", fn, m->world);
+    if (st == EMBER_OK && m->world > 1 && c.offload)
+        st = ember__error(EMBER_ERR_UNSUPPORTED, "%s: offload of the dense layers on %d ranks is not supported yet "
+                                                 "(offload must be NULL)", fn, m->world);
     if (st == EMBER_OK && m->world > 1) {
-        st = create_sharded(m, tabs, fn);
+        st = create_sharded(m, tabs, c.cache, fn);
     } else if (st == EMBER_OK && c.cache) {
         ember_cache_config cc = *c.cache;
         cc.collection = ec;
@@ -394,6 +414,7 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
     free(tabs);
     if (st == EMBER_OK) st = ember_graph_create(&(ember_graph_params){.mm = c.mm, .tier = c.tier, .seed = c.seed}, &m->g);
     if (st == EMBER_OK) st = build(m);
+    m->cfg.offload = NULL; /* used only here */
     if (st != EMBER_OK) {
         ember_dlrm_destroy(m);
         return st;
@@ -405,6 +426,7 @@ ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out) {
 void ember_dlrm_destroy(ember_dlrm *m) {
     if (!m) return;
     ember_optimizer_destroy(m->opt);
+    ember_offload_destroy(m->off); /* before the graph, whose tensors it gives back */
     ember_ddp_destroy(m->ddp);
     ember_graph_destroy(m->g);
     if (m->cache) ember_cache_destroy(m->cache);
@@ -481,13 +503,14 @@ ember_status ember_dlrm_train_step(ember_dlrm *m, const float *dense, const embe
         EMBER_TRY(read_scalar(m->loss, loss));
         return ember_comm_all_reduce(m->cfg.comm, loss, loss, 1, EMBER_DTYPE_F32, EMBER_REDUCE_MEAN, NULL);
     }
-    ember_status st = ember_graph_run(m->g);
+    /* with offload the manager places the dense model data around every node */
+    ember_status st = m->off ? ember_offload_run(m->off) : ember_graph_run(m->g);
     if (cb) {
         /* the rows may have been updated even when a later node failed: keep them dirty */
         ember_status rs = ember_cache_release(m->cache, cb, 1);
         if (st == EMBER_OK) st = rs;
     }
-    if (st == EMBER_OK) st = ember_optimizer_step(m->opt);
+    if (st == EMBER_OK) st = m->off ? ember_offload_optimizer_step(m->off) : ember_optimizer_step(m->opt);
     if (st != EMBER_OK) return st;
     return loss ? read_scalar(m->loss, loss) : EMBER_OK;
 }
@@ -548,7 +571,10 @@ const ember_plan *ember_dlrm_plan(const ember_dlrm *m) { return m ? m->plan : NU
 int ember_dlrm_rank(const ember_dlrm *m) { return m ? m->rank : 0; }
 int ember_dlrm_world(const ember_dlrm *m) { return m && m->world > 1 ? m->world : 1; }
 ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m) { return m ? m->opt : NULL; }
-ember_cache *ember_dlrm_cache(ember_dlrm *m) { return m ? m->cache : NULL; }
+ember_offload *ember_dlrm_offload(ember_dlrm *m) { return m ? m->off : NULL; }
+ember_cache *ember_dlrm_cache(ember_dlrm *m) {
+    return !m ? NULL : m->cache ? m->cache : ember_sharded_ebc_cache(m->sh); /* N ranks: this rank's shard's */
+}
 int64_t ember_dlrm_step(const ember_dlrm *m) { return m ? m->step : 0; }
 
 ember_status ember_dlrm_set_step(ember_dlrm *m, int64_t step) {
@@ -597,22 +623,23 @@ static ember_status sharded_state(ember_dlrm *m, int t, int64_t first, int64_t c
     for (int64_t i = 0; st == EMBER_OK && i < count; i++) ids[i] = first + i;
     if (st == EMBER_OK && count) st = ember_plan_locate_many(m->plan, t, ids, count, ranks, local);
     free(ids);
-    ember_ebc *e = ember_sharded_ebc_local(m->sh);
+    /* the shard's rows wherever they live: resident, or behind the rank's cache */
+    ember_sharded_ebc *e = m->sh;
     int lt = ember_sharded_ebc_local_table(m->sh, t);
     for (int64_t i = 0; st == EMBER_OK && i < count;) {
         int mine = ranks[i] == m->rank || (ranks[i] == EMBER_PLAN_EVERY_RANK && (write || sliced || m->rank == 0));
         int64_t j = i + 1;
         while (j < count && ranks[j] == ranks[i] && local[j] == local[j - 1] + 1) j++;
-        if (mine && e && lt >= 0 && !sliced) {
-            st = write ? ember_ebc_write_state(e, lt, local[i], j - i, state + i * sf)
-                       : ember_ebc_read_state(e, lt, local[i], j - i, state + i * sf);
-        } else if (mine && e && lt >= 0) {
+        if (mine && lt >= 0 && !sliced) {
+            st = write ? ember_sharded_ebc_write_local(e, t, local[i], j - i, NULL, state + i * sf)
+                       : ember_sharded_ebc_read_local(e, t, local[i], j - i, NULL, state + i * sf);
+        } else if (mine && lt >= 0) {
             /* (j - i, arrays, w) local <-> columns [cb, cb + w) of each array of (j - i, sf) */
             for (int64_t r = i; write && r < j; r++)
                 for (int64_t a = 0; a < arrays; a++)
                     memcpy(slice + (r - i) * lsf + a * w, state + r * sf + a * dim + cb, (size_t)w * sizeof *slice);
-            st = write ? ember_ebc_write_state(e, lt, local[i], j - i, slice)
-                       : ember_ebc_read_state(e, lt, local[i], j - i, slice);
+            st = write ? ember_sharded_ebc_write_local(e, t, local[i], j - i, NULL, slice)
+                       : ember_sharded_ebc_read_local(e, t, local[i], j - i, NULL, slice);
             for (int64_t r = i; st == EMBER_OK && !write && r < j; r++)
                 for (int64_t a = 0; a < arrays; a++)
                     memcpy(state + r * sf + a * dim + cb, slice + (r - i) * lsf + a * w, (size_t)w * sizeof *slice);

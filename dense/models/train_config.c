@@ -11,9 +11,11 @@
 #include <string.h>
 
 #include "engine/internal.h"
+#include "ember/ember.h"
 #include "ember/train.h"
 
-typedef enum ktype { K_STR, K_I64, K_INT, K_U64, K_F64, K_F32, K_BOOL, K_LAYERS, K_ENUM } ktype;
+/* K_SIZE: bytes, written as a number or with a unit (2GiB, 512MiB, 16G binary; 3GB decimal) */
+typedef enum ktype { K_STR, K_I64, K_INT, K_U64, K_F64, K_F32, K_BOOL, K_LAYERS, K_ENUM, K_SIZE } ktype;
 
 typedef struct key {
     const char *name;
@@ -32,6 +34,8 @@ static const char *const POLICY[] = {"lfu", "lru", "static"};
 /* -1 (auto), then the ember_plan_kind values in order: TABLEWISE, ROWWISE, COLUMNWISE, MINIMAX */
 static const char *const PLANS[] = {"auto", "tablewise", "rowwise", "columnwise", "minimax"};
 static const char *const ROUNDING[] = {"stochastic", "nearest"};     /* = EMBER_CACHE_ROUNDING_* */
+static const char *const OFFLOADS[] = {"none", "auto", "static"};    /* = EMBER_TRAIN_OFFLOAD_* */
+static const char *const MATMUL[] = {"f32", "bf16"};                 /* = EMBER_MATMUL_* */
 
 #define F(field) offsetof(ember_train_config, field)
 #define BIG 9.2e18
@@ -61,6 +65,9 @@ static const key KEYS[] = {
     {"sparse-optimizer", K_ENUM, F(sparse_optimizer), SPARSE, 6, 0, 0,
      "embedding optimizer: auto (as optimizer) | sgd | adagrad | rowwise_adagrad | adam | adamw"},
     {"threads", K_INT, F(threads), 0, 0, 0, 4096, "CPU threads (0: all cores or $OMP_NUM_THREADS)"},
+    {"matmul-precision", K_ENUM, F(matmul_precision), MATMUL, 2, 0, 0,
+     "products of the dense layers: f32 | bf16 (operands rounded to bfloat16, f32 accumulation: several times "
+     "faster on CPUs with AMX or AVX512-BF16, refused elsewhere; check the AUC against f32)"},
     {"plan", K_ENUM, F(plan), PLANS, 5, 0, 0,
      "under mpirun: how the tables are sharded over the ranks, tablewise | rowwise | columnwise | minimax "
      "(frequency-aware, by the warmup counts) | auto (tablewise, rowwise or minimax, the lowest predicted max "
@@ -86,7 +93,14 @@ static const key KEYS[] = {
     {"metrics-every", K_I64, F(metrics_every), 0, 0, 1, BIG, "steps between metrics lines"},
     {"eval-every", K_I64, F(eval_every), 0, 0, 0, BIG, "steps between evaluations (0: only at the end)"},
     {"profile", K_STR, F(profile), 0, 0, 0, 0, "Chrome trace of the run (opens in Perfetto) to PATH, a summary table to PATH.txt (empty: none)"},
-    {"device-mem", K_I64, F(device_mem), 0, 0, 0, BIG, "device memory budget in bytes for cache slots, dense layers and activations together (0: unlimited)"},
+    {"device-mem", K_SIZE, F(device_mem), 0, 0, 0, BIG, "device memory budget in bytes (or 2GiB, 512MiB, 3GB) for cache slots, dense layers and activations together (0: unlimited)"},
+    {"offload", K_ENUM, F(offload), OFFLOADS, 3, 0, 0,
+     "dense parameters, gradients and optimizer state: none (own tensors, which device-mem must hold) | auto | "
+     "static (in chunks moved between host and device under device-mem, which it needs)"},
+    {"offload-param-host", K_F64, F(offload_param_host), 0, 0, 0, 1,
+     "offload static: fraction of the parameter (and gradient) chunks kept on the host"},
+    {"offload-state-host", K_F64, F(offload_state_host), 0, 0, 0, 1,
+     "offload static: fraction of the optimizer-state chunks kept on the host"},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof *KEYS))
 
@@ -117,6 +131,9 @@ void ember_train_config_defaults(ember_train_config *c) {
     c->lookahead = 2;
     c->host_ratio = 0;
     c->metrics_every = 10;
+    c->offload = EMBER_TRAIN_OFFLOAD_NONE;
+    c->offload_param_host = 0.5;
+    c->offload_state_host = 1;
 }
 
 static const key *find_key(const char *name) {
@@ -145,6 +162,33 @@ static ember_status parse_number(const key *k, const char *v, double *out) {
     if (k->type != K_U64 && (x < k->lo || x > k->hi)) {
         char why[128];
         snprintf(why, sizeof why, "out of range [%g, %g]", k->lo, k->hi);
+        return bad_value(k, v, why);
+    }
+    *out = x;
+    return EMBER_OK;
+}
+
+/* Bytes: a whole number, or a number with a unit K, M, G, T (binary, also KiB ...) or KB,
+   MB, GB, TB (decimal), as `ember plan --device-mem` takes them; within [lo, hi]. */
+static ember_status parse_size(const key *k, const char *v, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || errno || !isfinite(x)) return bad_value(k, v, "not a size such as 3000000, 512MiB or 2GiB");
+    const char *units = "KMGT", *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    if (*end && (!u || !*u)) return bad_value(k, v, "not a size such as 3000000, 512MiB or 2GiB");
+    if (u) {
+        const char *rest = end + 1;
+        double base = !strcmp(rest, "") || !strcmp(rest, "i") || !strcmp(rest, "iB") ? 1024.0
+                      : !strcmp(rest, "B")                                           ? 1000.0
+                                                                                     : 0.0;
+        if (base == 0) return bad_value(k, v, "not a size such as 3000000, 512MiB or 2GiB");
+        for (const char *q = units; q <= u; q++) x *= base;
+    }
+    x = floor(x);
+    if (x < k->lo || x > k->hi) {
+        char why[128];
+        snprintf(why, sizeof why, "out of range [%g, %g] bytes", k->lo, k->hi);
         return bad_value(k, v, why);
     }
     *out = x;
@@ -196,6 +240,10 @@ ember_status ember_train_config_set(ember_train_config *c, const char *name, con
         memcpy(p, l, sizeof l);
         return EMBER_OK;
     }
+    case K_SIZE:
+        EMBER_TRY(parse_size(k, v, &x));
+        *(int64_t *)p = (int64_t)x;
+        return EMBER_OK;
     default:
         EMBER_TRY(parse_number(k, v, &x));
         break;
@@ -317,7 +365,8 @@ static size_t format_value(const key *k, const ember_train_config *c, char *buf,
         if (!len && n) buf[0] = '\0';
         return len;
     }
-    case K_I64: return (size_t)snprintf(buf, n, "%lld", (long long)*(const int64_t *)p);
+    case K_I64:
+    case K_SIZE: return (size_t)snprintf(buf, n, "%lld", (long long)*(const int64_t *)p);
     case K_INT: return (size_t)snprintf(buf, n, "%d", *(const int *)p);
     case K_U64: return (size_t)snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)p);
     case K_F64: return (size_t)snprintf(buf, n, "%.17g", *(const double *)p);
@@ -394,5 +443,30 @@ ember_status ember_train_config_validate(const ember_train_config *c) {
             return ember__error(EMBER_ERR_INVALID_ARGUMENT,
                                 "config: %s needs warmup COUNTS (ember count -o FILE) to rank the rows", k);
     }
+    if ((unsigned)c->offload >= EMBER_TRAIN_OFFLOAD_COUNT)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: offload %d is not none, auto or static",
+                            (int)c->offload);
+    if (!(c->offload_param_host >= 0 && c->offload_param_host <= 1 && c->offload_state_host >= 0 &&
+          c->offload_state_host <= 1))
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "config: offload-param-host %g and offload-state-host %g must lie in [0, 1]",
+                            c->offload_param_host, c->offload_state_host);
+    if ((unsigned)c->matmul_precision >= EMBER_MATMUL_PRECISION_COUNT)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: matmul-precision %d is not f32 or bf16",
+                            (int)c->matmul_precision);
+    if (c->matmul_precision == EMBER_MATMUL_BF16) {
+        ember_features f;
+        ember_get_features(&f);
+        if (!f.bf16_matmul)
+            return ember__error(EMBER_ERR_UNSUPPORTED, "config: matmul-precision bf16: %s",
+                                f.dnnl ? "this CPU has neither AMX nor AVX512-BF16"
+                                       : "this ember was built without oneDNN (libdnnl-dev)");
+    }
+    /* no default budget: the point of offload is the budget the user has */
+    if (c->offload != EMBER_TRAIN_OFFLOAD_NONE && c->device_mem <= 0)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                            "config: offload = %s needs device-mem (the device budget in bytes that the dense "
+                            "parameters, gradients and optimizer state are offloaded under)",
+                            OFFLOADS[c->offload]);
     return EMBER_OK;
 }

@@ -23,16 +23,25 @@
  * (atomic rename; a directory without it is incomplete and ignored), then with LMDB
  * the store's durable commit at S. With LMDB, resume takes the directory of the
  * store's committed step (its MANIFEST was written before the commit; directories are
- * removed only after the next commit), so the dense and sparse halves always match.
+ * removed only after the next commit), so the dense and sparse halves always match. On
+ * N ranks the same order holds across ranks: every rank's rows (rank files, or nothing
+ * yet with LMDB), rank 0's plan.bin, model, config and MANIFEST, then every rank's store
+ * commit, then the pruning. A run stopped between the ranks' commits leaves stores at
+ * two steps, which resume refuses by name (there is no commit across processes).
  *
  * N ranks (mpirun). The communicator comes from ember_comm_create_default; the model
  * shards its tables and runs its dense half data parallel (ember/dlrm.h), and the loader
  * gives this rank its batch / N rows of each global batch, so every rank trains the same
  * number of steps. Everything that talks to the model is then collective and runs on
  * every rank in the same order: steps, evaluation batches (a rank whose slice of the
- * last held-out batch is empty still runs it, on a dummy row), table reads of a
- * checkpoint. Files are rank 0's: metrics, predictions, checkpoints (followed by a
- * barrier, so no rank runs ahead of a checkpoint that is not on disk yet).
+ * last held-out batch is empty still runs it, on a dummy row). With cache-ratio > 0
+ * each rank's shard is behind its own cache (its LMDB store in lmdb/rankRRRR), which
+ * the sharded collection drives inside the step: nothing is submitted ahead on N ranks.
+ * Metrics and predictions are rank 0's. A checkpoint is written per rank: each rank its
+ * own rows (checkpoint_ranks), rank 0 the dense half and the MANIFEST naming the world
+ * size, the plan and the rank files, the ranks agreeing after each part so none runs
+ * ahead of a checkpoint that is not complete; a resume at any world size re-shards the
+ * rows on load (load_tables).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -393,14 +402,28 @@ static ember_dlrm_config model_config(const ember_trainer *t) {
     return mc;
 }
 
+/* The model does not fit device-mem: say which budget, and without offload the way out. */
+static ember_status over_budget(const ember_trainer *t, ember_status st) {
+    char why[1024];
+    const char *e = ember_last_error(), *colon = strstr(e, ": ");
+    snprintf(why, sizeof why, "%s", colon && strncmp(e, "EMBER_", 6) == 0 ? colon + 2 : e);
+    return ember__error(st, "device-mem %lld B does not hold the model: %s%s", (long long)t->cfg.device_mem, why,
+                        t->cfg.offload != EMBER_TRAIN_OFFLOAD_NONE
+                            ? ""
+                            : " (offload = auto or static keeps the dense parameters, gradients and optimizer "
+                              "state in chunks that move between host and device under the budget)");
+}
+
 static ember_status build_model(ember_trainer *t) {
     const ember_train_config *c = &t->cfg;
-    /* the counts: for the cache (one process), or for a minimax plan (N ranks; the cache is off) */
+    /* the counts: for the cache's warm-up (one process, or each rank's shard's cache), or for a
+       minimax plan (N ranks) */
     if (c->cache_ratio > 0 || (t->world > 1 && t->plan == EMBER_PLAN_MINIMAX)) EMBER_TRY(load_counts(t));
     ember_dlrm_config mc = model_config(t);
+    /* every batch in flight must fit: small tables end up wholly cached. On N ranks a shard's
+       cache takes one batch at a time (no look-ahead), of at most the global batch's ids. */
     ember_cache_config cc = {.ratio = c->cache_ratio, .policy = c->cache_policy, .lookahead = c->lookahead,
-                             /* every batch in flight must fit: small tables end up wholly cached */
-                             .min_slots = c->batch * (c->lookahead + 1)};
+                             .min_slots = c->batch * (t->world > 1 ? 1 : c->lookahead + 1)};
     if (c->lmdb[0]) {
         cc.store = EMBER_CACHE_STORE_LMDB;
         cc.path = c->lmdb;
@@ -416,16 +439,27 @@ static ember_status build_model(ember_trainer *t) {
         tiers.counts = freq; /* validate made sure there are counts and the host store */
         cc.tiers = &tiers;
     }
+    ember_offload_config oc = {.policy = c->offload == EMBER_TRAIN_OFFLOAD_STATIC ? EMBER_OFFLOAD_STATIC
+                                                                                  : EMBER_OFFLOAD_AUTO,
+                               .device_budget = (size_t)c->device_mem,
+                               .param_host_fraction = c->offload_param_host,
+                               .state_host_fraction = c->offload_state_host};
     if (c->device_mem > 0) {
-        /* one device budget for the cache's slots, the dense layers and the activations */
+        /* one device budget for the cache's slots, the dense layers and the activations; with
+           offload the manager puts it on the tier once the dense model data is in its chunks */
+        size_t budget = c->offload != EMBER_TRAIN_OFFLOAD_NONE ? 0 : (size_t)c->device_mem;
         EMBER_TRY(ember_memory_create(&(ember_memory_config){.device = EMBER_CPU,
-                                                             .budget = {[EMBER_TIER_DEVICE] = (size_t)c->device_mem}},
+                                                             .budget = {[EMBER_TIER_DEVICE] = budget}},
                                       &t->mm));
         mc.mm = cc.mm = t->mm;
         mc.tier = EMBER_TIER_DEVICE;
     }
+    if (c->offload != EMBER_TRAIN_OFFLOAD_NONE) mc.offload = &oc;
     ember_status st = ember_dlrm_create(&mc, &t->m);
-    if (st == EMBER_OK && freq && mc.cache) st = ember_cache_warmup_counts(ember_dlrm_cache(t->m), freq);
+    if (st == EMBER_ERR_OUT_OF_MEMORY && c->device_mem > 0) st = over_budget(t, st);
+    if (st == EMBER_OK && freq && mc.cache)
+        st = t->world > 1 ? ember_sharded_ebc_warmup_counts(ember_dlrm_sharded_tables(t->m), freq) /* its own rows */
+                          : ember_cache_warmup_counts(ember_dlrm_cache(t->m), freq);
     if (st != EMBER_OK && freq) st = rewrap(st, "warmup counts", c->warmup);
     ember_freq_destroy(t->counts);
     t->counts = NULL;
@@ -483,6 +517,128 @@ static ember_status dense_tensors(ember_trainer *t, ember_named_tensor **out, in
     *out = v;
     *n = k;
     return EMBER_OK;
+}
+
+/*
+ * The dense half of model.safetensors. Without offload: the parameters and the one dense
+ * optimizer (ember_checkpoint_save / _load). With offload every chunk of the manager has
+ * an optimizer of its own (ember_offload_get_optimizer); their state goes in the same file
+ * under the same names ("optim." + parameter + "." + buffer) with the same metadata (the
+ * kind and step ember/checkpoint.h documents) as one optimizer over all the parameters
+ * would write, so a checkpoint resumes with offload on or off.
+ */
+#define CKPT_OPTIM_PREFIX "optim."
+#define CKPT_OPTIM_KIND "ember.optim.kind"
+#define CKPT_OPTIM_STEP "ember.optim.step"
+
+/* nt[0 .. n), then the state of every chunk optimizer of off, into *all (*nall entries,
+   their names in the one block *names); the caller frees both. */
+static ember_status offload_named(ember_offload *off, const ember_named_tensor *nt, int n, ember_named_tensor **all,
+                                  int *nall, char **names) {
+    ember_offload_stats os;
+    *all = NULL;
+    *names = NULL;
+    EMBER_TRY(ember_offload_get_stats(off, &os));
+    int ns = 0;
+    size_t bytes = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        char *p = *names;
+        int j = n;
+        for (int c = 0; c < os.nchunks; c++) {
+            ember_optimizer *o;
+            int k;
+            EMBER_TRY(ember_offload_get_optimizer(off, c, &o));
+            EMBER_TRY(ember_optimizer_state_count(o, &k));
+            for (int i = 0; i < k; i++) {
+                const char *sn;
+                ember_tensor *st;
+                EMBER_TRY(ember_optimizer_state_get(o, i, &sn, &st));
+                if (!pass) {
+                    bytes += sizeof CKPT_OPTIM_PREFIX + strlen(sn);
+                    ns++;
+                    continue;
+                }
+                (*all)[j++] = (ember_named_tensor){p, st};
+                p += sprintf(p, CKPT_OPTIM_PREFIX "%s", sn) + 1;
+            }
+        }
+        if (pass) break;
+        *all = calloc((size_t)(n + ns) + 1, sizeof **all);
+        *names = malloc(bytes);
+        if (!*all || !*names) {
+            free(*all);
+            free(*names);
+            *all = NULL;
+            *names = NULL;
+            return ember__error(EMBER_ERR_OUT_OF_MEMORY, "checkpoint: %d optimizer states", ns);
+        }
+        memcpy(*all, nt, (size_t)n * sizeof *nt);
+    }
+    *nall = n + ns;
+    return EMBER_OK;
+}
+
+static ember_status dense_save(ember_trainer *t, const char *path, const ember_named_tensor *nt, int n) {
+    ember_offload *off = ember_dlrm_offload(t->m);
+    if (!off) return ember_checkpoint_save(path, nt, n, ember_dlrm_optimizer(t->m));
+    ember_named_tensor *all;
+    char *names, step[32];
+    int nall;
+    ember_optimizer *o;
+    int64_t s = 0;
+    ember_optim_kind kind = EMBER_OPTIM_SGD;
+    EMBER_TRY(ember_offload_get_optimizer(off, 0, &o)); /* every chunk's counts the same steps */
+    EMBER_TRY(ember_optimizer_get_step(o, &s));
+    EMBER_TRY(ember_optimizer_get_kind(o, &kind));
+    snprintf(step, sizeof step, "%lld", (long long)s);
+    EMBER_TRY(offload_named(off, nt, n, &all, &nall, &names));
+    ember_metadata_entry meta[2] = {{CKPT_OPTIM_KIND, ember_optim_kind_name(kind)}, {CKPT_OPTIM_STEP, step}};
+    ember_status st = ember_safetensors_write(path, all, nall, meta, 2);
+    free(all);
+    free(names);
+    return st;
+}
+
+static ember_status dense_load(ember_trainer *t, const char *path, const ember_named_tensor *nt, int n) {
+    ember_offload *off = ember_dlrm_offload(t->m);
+    if (!off) return ember_checkpoint_load(path, nt, n, ember_dlrm_optimizer(t->m));
+    /* the values go into the host copies: no device copy may outlive them */
+    EMBER_TRY(ember_offload_flush(off));
+    ember_optimizer *o;
+    ember_optim_kind kind = EMBER_OPTIM_SGD;
+    EMBER_TRY(ember_offload_get_optimizer(off, 0, &o));
+    EMBER_TRY(ember_optimizer_get_kind(o, &kind));
+    ember_safetensors *f;
+    EMBER_TRY(ember_safetensors_open(path, &f));
+    const char *fk = NULL, *fs = NULL;
+    long long step = -1;
+    char tail;
+    ember_status st = EMBER_OK;
+    if (ember_safetensors_metadata_get(f, CKPT_OPTIM_KIND, &fk) != EMBER_OK ||
+        ember_safetensors_metadata_get(f, CKPT_OPTIM_STEP, &fs) != EMBER_OK)
+        st = ember__error(EMBER_ERR_FORMAT, "checkpoint %s: no optimizer state (metadata " CKPT_OPTIM_KIND
+                                            " / " CKPT_OPTIM_STEP ")", path);
+    else if (strcmp(fk, ember_optim_kind_name(kind)) != 0)
+        st = ember__error(EMBER_ERR_FORMAT, "checkpoint %s: it holds %s state, the optimizer is %s", path, fk,
+                          ember_optim_kind_name(kind));
+    else if (sscanf(fs, "%lld%c", &step, &tail) != 1 || step < 0)
+        st = ember__error(EMBER_ERR_FORMAT, "checkpoint %s: " CKPT_OPTIM_STEP " \"%s\" is not a step count", path, fs);
+    ember_safetensors_close(f);
+    EMBER_TRY(st);
+    ember_named_tensor *all;
+    char *names;
+    int nall;
+    EMBER_TRY(offload_named(off, nt, n, &all, &nall, &names));
+    st = ember_checkpoint_load(path, all, nall, NULL); /* every name and shape checked before any write */
+    free(all);
+    free(names);
+    ember_offload_stats os;
+    if (st == EMBER_OK) st = ember_offload_get_stats(off, &os);
+    for (int c = 0; st == EMBER_OK && c < os.nchunks; c++) {
+        st = ember_offload_get_optimizer(off, c, &o);
+        if (st == EMBER_OK) st = ember_optimizer_set_step(o, step);
+    }
+    return st;
 }
 
 static ember_status table_file(ember_trainer *t, const char *dir, int k, int save) {
@@ -548,7 +704,476 @@ static int64_t find_checkpoint(const char *root, int64_t want) {
     return best;
 }
 
+/* The checkpoints older than this step are superseded. */
+static void prune_checkpoints(ember_trainer *t) {
+    const ember_train_config *c = &t->cfg;
+    char path[EMBER_TRAIN_PATH_MAX + 128];
+    DIR *d = opendir(c->checkpoint_dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        long long s;
+        if (sscanf(e->d_name, "ckpt-%lld", &s) == 1 && s != t->step) {
+            snprintf(path, sizeof path, "%.*s/%.64s", EMBER_TRAIN_PATH_MAX - 1, c->checkpoint_dir, e->d_name);
+            remove_tree(path);
+        }
+    }
+    if (d) closedir(d);
+}
+
+/* ---- checkpoints on N ranks ----
+ *
+ * Each rank writes the rows it holds, table by table, to tableTT.rankRRRR.safetensors:
+ * "cols" (i64 [begin, end): the columns it holds of them) and, when it holds rows, "ids"
+ * (i64 (n,), ascending), "weight" (f32 (n, end - begin)) and "state" (f32 (n, the state
+ * floats of those columns)). A row every rank holds (minimax's replicated rows) is
+ * written by rank 0 alone. With lmdb the rows stay in the ranks' stores instead, each
+ * committed durably at the step. Rank 0 writes the plan (plan.bin), the dense half, the
+ * config and last the MANIFEST, which names the world size, the plan and the rank files;
+ * the ranks agree after every phase, so the MANIFEST exists only once every rank's rows
+ * are on disk, and the stores are committed and the older checkpoints removed only after
+ * it. Loading re-shards: each rank (or one process) collects the rows it holds under its
+ * own plan from whichever rank files hold them, so a checkpoint of 4 ranks resumes on 2
+ * ranks or in one process. The stores hold local rows of the plan they were made with:
+ * an LMDB checkpoint resumes at the same world size and plan only.
+ */
+
+/* A failure on any rank fails every rank: with its own error, or one naming the lowest
+   rank that failed. Collective on N ranks (so no rank goes on into collectives a failed
+   one will not join); st itself in one process. */
+static ember_status agree(ember_trainer *t, ember_status st, const char *fn) {
+    if (t->world < 2) return st;
+    char msg[1024] = "";
+    if (st != EMBER_OK) snprintf(msg, sizeof msg, "%s", ember_last_error());
+    int64_t mine = st != EMBER_OK ? t->world - t->rank : 0, first = 0;
+    ember_status cs = ember_comm_all_reduce(t->comm, &mine, &first, 1, EMBER_DTYPE_I64, EMBER_REDUCE_MAX, NULL);
+    if (st != EMBER_OK) {
+        const char *p = strstr(msg, ": ");
+        return ember__error(st, "%s", p && strncmp(msg, "EMBER_", 6) == 0 ? p + 2 : msg);
+    }
+    if (cs != EMBER_OK) return cs;
+    if (first > 0)
+        return ember__error(EMBER_ERR_STATE, "%s: rank %d of %d: rank %lld failed (its error says why)", fn, t->rank,
+                            t->world, (long long)(t->world - first));
+    return EMBER_OK;
+}
+
+/* The ids of table k whose rows this rank holds, ascending (every id in one process),
+   and their local rows. save: a row every rank holds counts on rank 0 only (one copy in
+   the files); a column slice counts everywhere. Chunked: no array of the table's size. */
+static ember_status held_rows(ember_trainer *t, int k, int save, int64_t **ids, int64_t **local, int64_t *n) {
+    const ember_plan *plan = ember_dlrm_plan(t->m);
+    const int64_t rows = ember_dlrm_table_rows(t->m, k);
+    enum { CHUNK = 1 << 16 };
+    *ids = *local = NULL;
+    *n = 0;
+    int sliced = 0;
+    if (plan) {
+        if (ember_sharded_ebc_local_table(ember_dlrm_sharded_tables(t->m), k) < 0) return EMBER_OK;
+        ember_plan_shard sh;
+        EMBER_TRY(ember_plan_get_shard(plan, k, t->rank, &sh));
+        sliced = sh.col_end - sh.col_begin < ember_dlrm_table_dim(t->m, k);
+    }
+    int64_t cap = plan ? 1024 : rows, m = 0;
+    int64_t *id = malloc((size_t)(cap ? cap : 1) * sizeof *id), *lr = malloc((size_t)(cap ? cap : 1) * sizeof *lr);
+    int64_t *cid = plan ? malloc(CHUNK * sizeof *cid) : NULL, *clr = plan ? malloc(CHUNK * sizeof *clr) : NULL;
+    int *crk = plan ? malloc(CHUNK * sizeof *crk) : NULL;
+    ember_status st = id && lr && (!plan || (cid && clr && crk))
+                          ? EMBER_OK
+                          : ember__error(EMBER_ERR_OUT_OF_MEMORY, "checkpoint: table %d: row lists", k);
+    for (int64_t first = 0; st == EMBER_OK && first < rows; first += CHUNK) {
+        int64_t cn = rows - first < CHUNK ? rows - first : CHUNK;
+        if (!plan) {
+            for (int64_t i = 0; i < cn; i++) id[first + i] = lr[first + i] = first + i;
+            m += cn;
+            continue;
+        }
+        for (int64_t i = 0; i < cn; i++) cid[i] = first + i;
+        st = ember_plan_locate_many(plan, k, cid, cn, crk, clr);
+        for (int64_t i = 0; st == EMBER_OK && i < cn; i++) {
+            int r = crk[i];
+            if (r != t->rank && !(r == EMBER_PLAN_EVERY_RANK && (!save || sliced || t->rank == 0))) continue;
+            if (m == cap) {
+                cap *= 2;
+                int64_t *a = realloc(id, (size_t)cap * sizeof *a), *b = a ? realloc(lr, (size_t)cap * sizeof *b) : NULL;
+                if (a) id = a;
+                if (b) lr = b;
+                if (!a || !b) {
+                    st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "checkpoint: table %d: %lld rows", k, (long long)cap);
+                    break;
+                }
+            }
+            id[m] = cid[i];
+            lr[m++] = clr[i];
+        }
+    }
+    free(cid), free(clr), free(crk);
+    if (st != EMBER_OK) {
+        free(id), free(lr);
+        return st;
+    }
+    *ids = id;
+    *local = lr;
+    *n = m;
+    return EMBER_OK;
+}
+
+/* State floats of a slice of w of the dim columns: the per-column arrays' (sf / dim of
+   them) columns, or the whole row's state. */
+static int64_t slice_state(int64_t sf, int64_t dim, int64_t w) { return w == dim ? sf : sf / dim * w; }
+
+/* This rank's rows of table k into dir/tableKK.rankRRRR.safetensors (see above). */
+static ember_status shard_save(ember_trainer *t, const char *dir, int k) {
+    char path[EMBER_TRAIN_PATH_MAX + 128];
+    snprintf(path, sizeof path, "%s/table%02d.rank%04d.safetensors", dir, k, t->rank);
+    ember_sharded_ebc *s = ember_dlrm_sharded_tables(t->m);
+    const int64_t dim = ember_dlrm_table_dim(t->m, k), sf = ember_dlrm_state_floats(t->m, k);
+    int64_t cols[2] = {0, 0}, *ids = NULL, *local = NULL, n = 0;
+    if (ember_sharded_ebc_local_table(s, k) >= 0) {
+        ember_plan_shard sh;
+        EMBER_TRY(ember_plan_get_shard(ember_dlrm_plan(t->m), k, t->rank, &sh));
+        cols[0] = sh.col_begin;
+        cols[1] = sh.col_end;
+        EMBER_TRY(held_rows(t, k, 1, &ids, &local, &n));
+    }
+    const int64_t w = cols[1] - cols[0], lsf = slice_state(sf, dim, w);
+    float *wt = malloc((size_t)(n * w + 1) * sizeof *wt), *stt = malloc((size_t)(n * lsf + 1) * sizeof *stt);
+    ember_status st = wt && stt ? EMBER_OK
+                                : ember__error(EMBER_ERR_OUT_OF_MEMORY, "checkpoint: rank %d: table %d: %lld rows",
+                                               t->rank, k, (long long)n);
+    for (int64_t i = 0; st == EMBER_OK && i < n;) { /* runs of consecutive local rows */
+        int64_t j = i + 1;
+        while (j < n && local[j] == local[j - 1] + 1) j++;
+        st = ember_sharded_ebc_read_local(s, k, local[i], j - i, wt + i * w, sf ? stt + i * lsf : NULL);
+        i = j;
+    }
+    ember_tensor *tc = NULL, *ti = NULL, *tw = NULL, *ts = NULL;
+    if (st == EMBER_OK) st = ember_tensor_wrap(cols, EMBER_DTYPE_I64, 1, (int64_t[]){2}, NULL, EMBER_CPU, &tc);
+    if (st == EMBER_OK && n) st = ember_tensor_wrap(ids, EMBER_DTYPE_I64, 1, (int64_t[]){n}, NULL, EMBER_CPU, &ti);
+    if (st == EMBER_OK && n) st = ember_tensor_wrap(wt, EMBER_DTYPE_F32, 2, (int64_t[]){n, w}, NULL, EMBER_CPU, &tw);
+    if (st == EMBER_OK && n && sf)
+        st = ember_tensor_wrap(stt, EMBER_DTYPE_F32, 2, (int64_t[]){n, lsf}, NULL, EMBER_CPU, &ts);
+    ember_named_tensor nt[4] = {{"cols", tc}, {"ids", ti}, {"weight", tw}, {"state", ts}};
+    if (st == EMBER_OK) st = ember_safetensors_write(path, nt, !n ? 1 : sf ? 4 : 3, NULL, 0);
+    ember_tensor_destroy(tc);
+    ember_tensor_destroy(ti);
+    ember_tensor_destroy(tw);
+    ember_tensor_destroy(ts);
+    free(ids), free(local), free(wt), free(stt);
+    return st;
+}
+
+/* Index of id in the ascending ids[0 .. n), or -1. */
+static int64_t find_id(const int64_t *ids, int64_t n, int64_t id) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && ids[lo] == id ? lo : -1;
+}
+
+/* One old rank's file of table k: the rows and columns of it that this rank holds
+   (held[0 .. nh)) into w (nh, dim) and s (nh, sf); cov counts the columns each got. */
+static ember_status shard_read(ember_trainer *t, const char *path, int k, const int64_t *held, int64_t nh, float *w,
+                               float *s, int64_t *cov) {
+    const int64_t dim = ember_dlrm_table_dim(t->m, k), sf = ember_dlrm_state_floats(t->m, k),
+                  rows = ember_dlrm_table_rows(t->m, k);
+    ember_safetensors *f = NULL;
+    int64_t cols[2] = {0, 0}, n = 0, *ids = NULL;
+    float *fw = NULL, *fs = NULL;
+    ember_tensor *tc = NULL, *ti = NULL, *tw = NULL, *ts = NULL;
+    ember_safetensors_info info;
+    ember_status st = ember_safetensors_open(path, &f);
+    if (st == EMBER_OK) st = ember_tensor_wrap(cols, EMBER_DTYPE_I64, 1, (int64_t[]){2}, NULL, EMBER_CPU, &tc);
+    if (st == EMBER_OK) st = ember_safetensors_read(f, "cols", tc);
+    if (st == EMBER_OK && !(cols[0] >= 0 && cols[0] <= cols[1] && cols[1] <= dim))
+        st = ember__error(EMBER_ERR_FORMAT, "resume: %s: columns [%lld, %lld) of a table of dim %lld", path,
+                          (long long)cols[0], (long long)cols[1], (long long)dim);
+    if (st == EMBER_OK) { /* no "ids": the rank held no rows of the table */
+        if (ember_safetensors_find(f, "ids", &info) == EMBER_OK) n = info.ndim == 1 ? info.shape[0] : -1;
+        ember_clear_error();
+    }
+    const int64_t cw = cols[1] - cols[0], lsf = slice_state(sf, dim, cw);
+    if (st == EMBER_OK && n > 0) {
+        ids = malloc((size_t)n * sizeof *ids);
+        fw = malloc((size_t)(n * cw + 1) * sizeof *fw);
+        fs = malloc((size_t)(n * lsf + 1) * sizeof *fs);
+        if (!ids || !fw || !fs) st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "resume: %s: %lld rows", path, (long long)n);
+        if (st == EMBER_OK) st = ember_tensor_wrap(ids, EMBER_DTYPE_I64, 1, (int64_t[]){n}, NULL, EMBER_CPU, &ti);
+        if (st == EMBER_OK) st = ember_tensor_wrap(fw, EMBER_DTYPE_F32, 2, (int64_t[]){n, cw}, NULL, EMBER_CPU, &tw);
+        if (st == EMBER_OK && sf)
+            st = ember_tensor_wrap(fs, EMBER_DTYPE_F32, 2, (int64_t[]){n, lsf}, NULL, EMBER_CPU, &ts);
+        if (st == EMBER_OK) st = ember_safetensors_read(f, "ids", ti);
+        if (st == EMBER_OK) st = ember_safetensors_read(f, "weight", tw);
+        if (st == EMBER_OK && sf) st = ember_safetensors_read(f, "state", ts);
+    } else if (st == EMBER_OK && n < 0) {
+        st = ember__error(EMBER_ERR_FORMAT, "resume: %s: 'ids' is not a vector", path);
+    }
+    const int64_t arrays = cw < dim && sf ? sf / dim : 0; /* per-column state arrays of a slice */
+    for (int64_t i = 0; st == EMBER_OK && i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= rows) {
+            st = ember__error(EMBER_ERR_FORMAT, "resume: %s: id %lld outside the table's %lld rows", path,
+                              (long long)ids[i], (long long)rows);
+            break;
+        }
+        int64_t h = find_id(held, nh, ids[i]);
+        if (h < 0) continue; /* another rank's row */
+        memcpy(w + h * dim + cols[0], fw + i * cw, (size_t)cw * sizeof *w);
+        if (sf && cw == dim) memcpy(s + h * sf, fs + i * sf, (size_t)sf * sizeof *s);
+        for (int64_t a = 0; a < arrays; a++)
+            memcpy(s + h * sf + a * dim + cols[0], fs + i * lsf + a * cw, (size_t)cw * sizeof *s);
+        cov[h] += cw;
+    }
+    ember_tensor_destroy(tc);
+    ember_tensor_destroy(ti);
+    ember_tensor_destroy(tw);
+    ember_tensor_destroy(ts);
+    ember_safetensors_close(f);
+    free(ids), free(fw), free(fs);
+    return st;
+}
+
+/* Table k from the rank files of a checkpoint of `world` ranks: the rows this rank holds
+   now, gathered from whichever files hold them, then written where they live. */
+static ember_status shard_load(ember_trainer *t, const char *dir, int k, int world) {
+    const int64_t dim = ember_dlrm_table_dim(t->m, k), sf = ember_dlrm_state_floats(t->m, k);
+    int64_t *held = NULL, *local = NULL, n = 0;
+    EMBER_TRY(held_rows(t, k, 0, &held, &local, &n));
+    free(local);
+    if (!n) {
+        free(held);
+        return EMBER_OK;
+    }
+    float *w = calloc((size_t)(n * dim), sizeof *w), *s = calloc((size_t)(n * sf + 1), sizeof *s);
+    int64_t *cov = calloc((size_t)n, sizeof *cov);
+    ember_status st = w && s && cov ? EMBER_OK
+                                    : ember__error(EMBER_ERR_OUT_OF_MEMORY, "resume: rank %d: table %d: %lld rows",
+                                                   t->rank, k, (long long)n);
+    char path[EMBER_TRAIN_PATH_MAX + 128];
+    for (int r = 0; st == EMBER_OK && r < world; r++) {
+        snprintf(path, sizeof path, "%s/table%02d.rank%04d.safetensors", dir, k, r);
+        st = shard_read(t, path, k, held, n, w, s, cov);
+    }
+    for (int64_t i = 0; st == EMBER_OK && i < n; i++)
+        if (cov[i] != dim)
+            st = ember__error(EMBER_ERR_FORMAT, "resume: %s: table %d row %lld: %lld of its %lld columns are in the "
+                              "rank files of %d ranks (tableTT.rankRRRR.safetensors)", dir, k, (long long)held[i],
+                              (long long)cov[i], (long long)dim, world);
+    for (int64_t i = 0; st == EMBER_OK && i < n;) { /* runs of consecutive ids */
+        int64_t j = i + 1;
+        while (j < n && held[j] == held[j - 1] + 1) j++;
+        st = ember_dlrm_write_table(t->m, k, held[i], j - i, w + i * dim, sf ? s + i * sf : NULL);
+        i = j;
+    }
+    free(held), free(w), free(s), free(cov);
+    return st;
+}
+
+/* The MANIFEST: step, epoch and position, and how the embeddings are kept; on N ranks
+   also the world size, the plan and the rank files or stores. The caller frees it. */
+static char *manifest_text(ember_trainer *t) {
+    const ember_train_config *c = &t->cfg;
+    size_t cap = 1024 + 3 * strlen(c->lmdb);
+    char *m = malloc(cap);
+    if (!m) return NULL;
+    const char *emb = c->lmdb[0] ? "lmdb" : t->world > 1 ? "shards" : "safetensors";
+    int n = snprintf(m, cap,
+                     "# ember training checkpoint\nformat = %d\nstep = %lld\nepoch = %d\nposition = %lld\n"
+                     "embeddings = %s\n",
+                     t->world > 1 && !c->lmdb[0] ? 2 : 1, (long long)t->step, t->epoch, (long long)t->pos, emb);
+    if (t->world < 2) return m;
+    n += snprintf(m + n, cap - (size_t)n, "world = %d\nplan = %s\nplan-file = plan.bin\n", t->world,
+                  ember_plan_kind_name(ember_plan_get_kind(ember_dlrm_plan(t->m))));
+    if (c->lmdb[0])
+        snprintf(m + n, cap - (size_t)n,
+                 "stores = %s/rank0000 .. %s/rank%04d (rank r's store %s/rankRRRR, committed at this step)\n", c->lmdb,
+                 c->lmdb, t->world - 1, c->lmdb);
+    else
+        snprintf(m + n, cap - (size_t)n,
+                 "shard-files = table00.rank0000.safetensors .. table%02d.rank%04d.safetensors (tableTT.rankRRRR"
+                 ".safetensors: the rows of table TT that rank RRRR held, for each of the %d tables and %d ranks)\n",
+                 NT - 1, t->world - 1, NT, t->world);
+    return m;
+}
+
 static ember_status checkpoint_rest(ember_trainer *t, const char *dir);
+
+/* N ranks: each rank's rows (files or its store), then rank 0's plan, dense half, config
+   and MANIFEST, then the stores' commits and the pruning, the ranks agreeing in between. */
+static ember_status checkpoint_ranks(ember_trainer *t, const char *dir) {
+    static const char fn[] = "ember_trainer_checkpoint";
+    const ember_train_config *c = &t->cfg;
+    ember_status st = EMBER_OK;
+    if (t->rank == 0) {
+        remove_tree(dir); /* an incomplete attempt at the same step */
+        st = mkdirs(dir);
+    }
+    EMBER_TRY(agree(t, st, fn)); /* the directory exists for every rank */
+    for (int k = 0; !c->lmdb[0] && st == EMBER_OK && k < NT; k++) st = shard_save(t, dir, k);
+    EMBER_TRY(agree(t, st, fn)); /* every rank's rows are on disk */
+    if (t->rank == 0) {
+        char path[EMBER_TRAIN_PATH_MAX + 128];
+        snprintf(path, sizeof path, "%s/plan.bin", dir);
+        st = ember_plan_save(ember_dlrm_plan(t->m), path);
+        if (st == EMBER_OK) st = checkpoint_rest(t, dir); /* the MANIFEST last */
+    }
+    EMBER_TRY(agree(t, st, fn));
+    if (c->lmdb[0]) {
+        st = ember_sharded_ebc_checkpoint(ember_dlrm_sharded_tables(t->m), t->step);
+        EMBER_TRY(agree(t, st, fn)); /* every store committed at this step */
+    }
+    if (t->rank == 0) prune_checkpoints(t);
+    return EMBER_OK;
+}
+
+/* The step every rank's LMDB store was committed at (ranks without rows have no store);
+   collective on N ranks. Stores at different steps (a run stopped between the ranks'
+   commits) cannot be resumed together. */
+static ember_status lmdb_step(ember_trainer *t, int64_t *want) {
+    const ember_train_config *c = &t->cfg;
+    ember_cache *cache = ember_dlrm_cache(t->m);
+    int64_t s = cache ? ember_cache_checkpoint_step(cache) : -1, lo = s, hi = s;
+    if (t->world > 1) {
+        int64_t v[2] = {cache ? s : INT64_MIN, cache ? -s : INT64_MIN}, mx[2];
+        EMBER_TRY(ember_comm_all_reduce(t->comm, v, mx, 2, EMBER_DTYPE_I64, EMBER_REDUCE_MAX, NULL));
+        hi = mx[0] == INT64_MIN ? -1 : mx[0];
+        lo = mx[1] == INT64_MIN ? -1 : -mx[1];
+    }
+    if (lo != hi)
+        return ember__error(EMBER_ERR_STATE,
+                            "resume: rank %d of %d: the ranks' LMDB stores (%s/rankRRRR) were committed at different "
+                            "steps (%lld and %lld): the run stopped between the ranks' commits of a checkpoint",
+                            t->rank, t->world, c->lmdb, (long long)lo, (long long)hi);
+    if (hi < 0)
+        return ember__error(EMBER_ERR_NOT_FOUND, "resume: the LMDB store%s %s%s %s no checkpoint",
+                            t->world > 1 ? "s" : "", c->lmdb, t->world > 1 ? "/rankRRRR" : "",
+                            t->world > 1 ? "have" : "has");
+    *want = hi;
+    return EMBER_OK;
+}
+
+static ember_status manifest_get(const char *text, const char *key, long long *v, const char *path);
+
+/* The value of a MANIFEST key as a word, or "" when absent. */
+static void manifest_word(const char *text, const char *key, char *out, size_t n) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\n%s = ", key);
+    const char *p = strstr(text, pat);
+    size_t len = 0;
+    if (p) {
+        p += strlen(pat);
+        while (p[len] && p[len] != '\n' && p[len] != ' ' && len + 1 < n) len++;
+        memcpy(out, p, len);
+    }
+    out[len] = '\0';
+}
+
+/* The embeddings of a checkpoint, whatever it was written by: the whole tables (one
+   process, or N ranks before rank files), the rank files (re-sharded on load), or the
+   LMDB store(s) the model opened (same world and plan only). Each rank loads what it
+   holds; on N ranks the ranks agree on the outcome. */
+static ember_status load_tables(ember_trainer *t, const char *dir, const char *man) {
+    static const char fn[] = "resume";
+    const ember_train_config *c = &t->cfg;
+    char emb[32], path[EMBER_TRAIN_PATH_MAX + 128];
+    manifest_word(man, "embeddings", emb, sizeof emb);
+    long long world = 1, format = 1;
+    if (strstr(man, "\nworld = ")) EMBER_TRY(manifest_get(man, "world", &world, dir));
+    if (strstr(man, "\nformat = ")) EMBER_TRY(manifest_get(man, "format", &format, dir));
+    if (format > 2 || world < 1)
+        return ember__error(EMBER_ERR_FORMAT, "resume: %s: MANIFEST format %lld, world %lld: written by a newer ember?",
+                            dir, format, world);
+    if (strcmp(emb, "lmdb") == 0 || c->lmdb[0]) {
+        if (strcmp(emb, "lmdb") != 0)
+            return ember__error(EMBER_ERR_STATE, "resume: %s keeps its embeddings in files (%s), not in an LMDB "
+                                "store: resume it without lmdb", dir, emb);
+        if (!c->lmdb[0])
+            return ember__error(EMBER_ERR_STATE, "resume: %s keeps its embeddings in an LMDB store: set lmdb to the "
+                                "store's directory", dir);
+        if (world != t->world)
+            return ember__error(EMBER_ERR_UNSUPPORTED, "resume: %s was written by %lld rank%s with the rows in their "
+                                "LMDB stores: it resumes on %lld rank%s only (this run has %d)", dir, world,
+                                world > 1 ? "s" : "", world, world > 1 ? "s" : "", t->world);
+        if (t->world < 2) return EMBER_OK;
+        /* the stores hold local rows of the plan they were made with */
+        ember_plan *old = NULL;
+        snprintf(path, sizeof path, "%s/plan.bin", dir);
+        ember_status st = ember_plan_load(path, NULL, &old);
+        size_t a = 0, b = 0;
+        void *ea = NULL, *eb = NULL;
+        if (st == EMBER_OK) st = ember_plan_encode(old, NULL, 0, &a);
+        if (st == EMBER_OK) st = ember_plan_encode(ember_dlrm_plan(t->m), NULL, 0, &b);
+        if (st == EMBER_OK && a == b && (ea = malloc(a + 1)) && (eb = malloc(b + 1))) {
+            st = ember_plan_encode(old, ea, a, &a);
+            if (st == EMBER_OK) st = ember_plan_encode(ember_dlrm_plan(t->m), eb, b, &b);
+        }
+        if (st == EMBER_OK && (!ea || !eb || memcmp(ea, eb, a) != 0))
+            st = ember__error(EMBER_ERR_STATE, "resume: %s: the ranks' LMDB stores hold the rows of plan %s in "
+                              "plan.bin, and this run built another plan (%s): resume with the same plan and counts",
+                              dir, ember_plan_kind_name(ember_plan_get_kind(old)),
+                              ember_plan_kind_name(ember_plan_get_kind(ember_dlrm_plan(t->m))));
+        free(ea), free(eb);
+        ember_plan_destroy(old);
+        return st;
+    }
+    if (strcmp(emb, "shards") != 0) { /* the whole tables, one file each */
+        ember_status st = EMBER_OK;
+        for (int k = 0; k < NT && st == EMBER_OK; k++) st = table_file(t, dir, k, 0);
+        return agree(t, st, fn);
+    }
+    /* every file the MANIFEST names, before any is read: the same answer on every rank */
+    for (int k = 0; k < NT; k++)
+        for (int r = 0; r < world; r++) {
+            snprintf(path, sizeof path, "%s/table%02d.rank%04d.safetensors", dir, k, r);
+            if (access(path, R_OK) != 0)
+                return ember__error(EMBER_ERR_NOT_FOUND, "resume: rank %d of %d: %s: table%02d.rank%04d.safetensors is "
+                                    "missing: the MANIFEST names a file per table and rank of %lld ranks (%s)",
+                                    t->rank, t->world, dir, k, r, world, strerror(errno));
+        }
+    ember_status st = EMBER_OK;
+    for (int k = 0; k < NT && st == EMBER_OK; k++) st = shard_load(t, dir, k, (int)world);
+    return agree(t, st, fn);
+}
+
+/* N ranks with the shards cached: the counters of every rank's cache summed (slots against
+   all rows, lookups, hits, moves), rates recomputed; times stay this rank's. Collective. */
+static ember_status cache_stats_ranks(ember_trainer *t, ember_cache_stats *s) {
+    int64_t *f[] = {&s->lookups, &s->hits, &s->unique, &s->unique_hits, &s->evictions, &s->writebacks,
+                    &s->protected_evictions, &s->generated, &s->host_hits, &s->host_misses, &s->slots,
+                    &s->slots_used, &s->dirty, &s->slot_bytes, &s->meta_bytes, &s->store_bytes, &s->store_f32_bytes};
+    enum { NF = sizeof f / sizeof *f, NL = EMBER_CACHE_LINK_COUNT };
+    int64_t v[NF + 2 * NL];
+    for (int i = 0; i < NF; i++) v[i] = *f[i];
+    for (int l = 0; l < NL; l++) v[NF + l] = s->rows[l], v[NF + NL + l] = s->bytes[l];
+    EMBER_TRY(ember_comm_all_reduce(t->comm, v, v, NF + 2 * NL, EMBER_DTYPE_I64, EMBER_REDUCE_SUM, NULL));
+    for (int i = 0; i < NF; i++) *f[i] = v[i];
+    for (int l = 0; l < NL; l++) s->rows[l] = v[NF + l], s->bytes[l] = v[NF + NL + l];
+    s->hit_rate = s->lookups ? (double)s->hits / (double)s->lookups : 0.0;
+    s->unique_hit_rate = s->unique ? (double)s->unique_hits / (double)s->unique : 0.0;
+    return EMBER_OK;
+}
+
+/* Resuming with lmdb: the newest checkpoint's stores are of this world size (they open as
+   path, or path/rankRRRR on N ranks), said before any store is opened. */
+static ember_status lmdb_world_check(ember_trainer *t) {
+    const ember_train_config *c = &t->cfg;
+    int64_t s = find_checkpoint(c->checkpoint_dir, -1);
+    if (s < 0) return EMBER_OK; /* resume says so */
+    char path[EMBER_TRAIN_PATH_MAX + 128], emb[32], *man = NULL;
+    snprintf(path, sizeof path, "%s/ckpt-%lld/MANIFEST", c->checkpoint_dir, (long long)s);
+    EMBER_TRY(read_text(path, &man));
+    long long world = 1;
+    ember_status st = strstr(man, "\nworld = ") ? manifest_get(man, "world", &world, path) : EMBER_OK;
+    manifest_word(man, "embeddings", emb, sizeof emb);
+    free(man);
+    EMBER_TRY(st);
+    if (strcmp(emb, "lmdb") == 0 && world != t->world)
+        return ember__error(EMBER_ERR_UNSUPPORTED, "resume: %s/ckpt-%lld was written by %lld rank%s with the rows in "
+                            "their LMDB stores: it resumes on %lld rank%s only (this run has %d)", c->checkpoint_dir,
+                            (long long)s, world, world > 1 ? "s" : "", world, world > 1 ? "s" : "", t->world);
+    return EMBER_OK;
+}
 
 ember_status ember_trainer_checkpoint(ember_trainer *t) {
     static const char fn[] = "ember_trainer_checkpoint";
@@ -557,22 +1182,7 @@ ember_status ember_trainer_checkpoint(ember_trainer *t) {
     if (!c->checkpoint_dir[0]) return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: no checkpoint-dir", fn);
     char dir[EMBER_TRAIN_PATH_MAX + 64];
     snprintf(dir, sizeof dir, "%s/ckpt-%lld", c->checkpoint_dir, (long long)t->step);
-    if (t->world > 1) {
-        /* the tables are read collectively; the files are rank 0's; nobody goes on before
-           they are complete. A failure on rank 0 still reaches the barrier. */
-        ember_status st = EMBER_OK;
-        if (t->rank == 0) {
-            remove_tree(dir);
-            st = mkdirs(dir);
-        }
-        for (int k = 0; k < NT; k++) {
-            ember_status ts = table_file(t, dir, k, 1);
-            if (st == EMBER_OK) st = ts;
-        }
-        if (st == EMBER_OK && t->rank == 0) st = checkpoint_rest(t, dir);
-        ember_status bs = ember_comm_barrier(t->comm, NULL);
-        return st != EMBER_OK ? st : bs;
-    }
+    if (t->world > 1) return checkpoint_ranks(t, dir); /* each rank its own rows, rank 0 the rest */
     remove_tree(dir); /* an incomplete attempt at the same step */
     EMBER_TRY(mkdirs(dir));
     if (!c->lmdb[0])
@@ -589,7 +1199,7 @@ static ember_status checkpoint_rest(ember_trainer *t, const char *dir) {
     int n;
     EMBER_TRY(dense_tensors(t, &nt, &n));
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    ember_status st = ember_checkpoint_save(path, nt, n, ember_dlrm_optimizer(t->m));
+    ember_status st = dense_save(t, path, nt, n);
     free(nt);
     EMBER_TRY(st);
     size_t len = ember_train_config_format(c, NULL, 0);
@@ -600,24 +1210,15 @@ static ember_status checkpoint_rest(ember_trainer *t, const char *dir) {
     st = write_atomic(path, text);
     free(text);
     EMBER_TRY(st);
-    char man[512];
-    snprintf(man, sizeof man,
-             "# ember training checkpoint\nformat = 1\nstep = %lld\nepoch = %d\nposition = %lld\nembeddings = %s\n",
-             (long long)t->step, t->epoch, (long long)t->pos, c->lmdb[0] ? "lmdb" : "safetensors");
+    char *man = manifest_text(t);
+    if (!man) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
     snprintf(path, sizeof path, "%s/MANIFEST", dir);
-    EMBER_TRY(write_atomic(path, man));
+    st = write_atomic(path, man);
+    free(man);
+    EMBER_TRY(st);
+    if (t->world > 1) return EMBER_OK; /* the stores' commits and the pruning wait for every rank */
     if (c->lmdb[0]) EMBER_TRY(ember_cache_checkpoint(ember_dlrm_cache(t->m), t->step));
-    /* the older checkpoints are superseded */
-    DIR *d = opendir(c->checkpoint_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        long long s;
-        if (sscanf(e->d_name, "ckpt-%lld", &s) == 1 && s != t->step) {
-            snprintf(path, sizeof path, "%.*s/%.64s", EMBER_TRAIN_PATH_MAX - 1, c->checkpoint_dir, e->d_name);
-            remove_tree(path);
-        }
-    }
-    if (d) closedir(d);
+    prune_checkpoints(t);
     return EMBER_OK;
 }
 
@@ -669,10 +1270,7 @@ static const char *line_of(const char *text, const char *key, char *buf, size_t 
 static ember_status resume(ember_trainer *t) {
     const ember_train_config *c = &t->cfg;
     int64_t want = -1;
-    if (c->lmdb[0]) {
-        want = ember_cache_checkpoint_step(ember_dlrm_cache(t->m));
-        if (want < 0) return ember__error(EMBER_ERR_NOT_FOUND, "resume: the LMDB store %s has no checkpoint", c->lmdb);
-    }
+    if (c->lmdb[0]) EMBER_TRY(lmdb_step(t, &want)); /* N ranks: every rank's store, the same step */
     int64_t s = find_checkpoint(c->checkpoint_dir, want);
     if (s < 0)
         return ember__error(EMBER_ERR_NOT_FOUND, "resume: no complete checkpoint%s in %s", want >= 0 ? " of the LMDB store's step" : "",
@@ -699,17 +1297,16 @@ static ember_status resume(ember_trainer *t) {
     if (st == EMBER_OK) st = manifest_get(man, "step", &step, dir);
     if (st == EMBER_OK) st = manifest_get(man, "epoch", &epoch, dir);
     if (st == EMBER_OK) st = manifest_get(man, "position", &pos, dir);
+    ember_named_tensor *nt = NULL;
+    int n;
+    if (st == EMBER_OK) st = dense_tensors(t, &nt, &n);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (st == EMBER_OK) st = dense_load(t, path, nt, n);
+    free(nt);
+    /* the embeddings as the MANIFEST says they were kept, re-sharded when need be */
+    if (st == EMBER_OK) st = load_tables(t, dir, man);
     free(man);
     EMBER_TRY(st);
-    ember_named_tensor *nt;
-    int n;
-    EMBER_TRY(dense_tensors(t, &nt, &n));
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    st = ember_checkpoint_load(path, nt, n, ember_dlrm_optimizer(t->m));
-    free(nt);
-    EMBER_TRY(st);
-    if (!c->lmdb[0])
-        for (int k = 0; k < NT; k++) EMBER_TRY(table_file(t, dir, k, 0));
     EMBER_TRY(ember_dlrm_set_step(t->m, step));
     t->step = step;
     t->epoch = (int)epoch;
@@ -735,7 +1332,8 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
     t->log_user = log_user;
     t->resumed_from = -1;
     if (cfg->threads > 0) ember_set_num_threads(cfg->threads);
-    ember_status st = ember_comm_create_default(NULL, &t->comm);
+    ember_status st = ember_set_matmul_precision(cfg->matmul_precision);
+    if (st == EMBER_OK) st = ember_comm_create_default(NULL, &t->comm);
     t->rank = ember_comm_rank(t->comm);
     t->world = ember_comm_size(t->comm);
     t->lb = cfg->batch;
@@ -744,24 +1342,12 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
             st = ember__error(EMBER_ERR_INVALID_ARGUMENT,
                               "%s: batch %lld is the global batch and must be a multiple of the %d ranks", fn,
                               (long long)cfg->batch, t->world);
-        else if (cfg->cache_ratio > 0 &&
-                 (cfg->lmdb[0] || cfg->tier_hot > 0 || cfg->tier_warm > 0 ||
-                  (cfg->warmup[0] && cfg->plan != EMBER_TRAIN_PLAN_AUTO && cfg->plan != EMBER_PLAN_MINIMAX)))
+        else if (cfg->tier_hot > 0 || cfg->tier_warm > 0)
+            /* each rank's shard is cached (cache-ratio), but tiers rank a whole table's rows */
             st = ember__error(EMBER_ERR_UNSUPPORTED,
-                              "%s: %s needs the embedding cache, which is not supported on %d ranks yet (the "
-                              "tables are sharded over the ranks, resident)",
-                              fn, cfg->lmdb[0] ? "lmdb" : cfg->tier_hot > 0 ? "tier-hot"
-                                                 : cfg->tier_warm > 0  ? "tier-warm" : "warmup",
-                              t->world);
-        else if (cfg->cache_ratio > 0) {
-            /* Departure from DESIGN.md section 8 (each shard behind its own cache): not yet.
-               The shards stay resident; training is the same either way (the cache never
-               changes results), only the memory differs. */
-            t->cfg.cache_ratio = 0;
-            if (t->rank == 0)
-                say(t, "cache-ratio %g ignored on %d ranks: each rank keeps its shard of the tables resident",
-                    cfg->cache_ratio, t->world);
-        }
+                              "%s: rank %d of %d: %s: precision tiers are not supported on tables sharded over "
+                              "ranks (each rank's shard is cached without tiers; tiers need one process)",
+                              fn, t->rank, t->world, cfg->tier_hot > 0 ? "tier-hot" : "tier-warm");
         t->lb = cfg->batch / t->world;
     }
     if (st == EMBER_OK && cfg->checkpoint_dir[0] && !cfg->resume) st = mkdirs(cfg->checkpoint_dir);
@@ -782,6 +1368,7 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
         st = prepare_data(t);
     }
     if (st == EMBER_OK) st = choose_plan(t);
+    if (st == EMBER_OK && cfg->resume && cfg->lmdb[0]) st = lmdb_world_check(t); /* before the stores open */
     if (st == EMBER_OK) st = build_model(t);
     if (st == EMBER_OK && cfg->resume) st = resume(t);
     if (st == EMBER_OK) st = ring_alloc(t);
@@ -1038,6 +1625,11 @@ static ember_status run_steps(ember_trainer *t, ember_train_callback cb, void *u
             fprintf(t->metrics, "{\"step\":%lld,\"epoch\":%d,\"loss\":%.6f,\"samples_per_s\":%.1f", (long long)t->step,
                     t->epoch, window_loss / (double)window, rate);
             if (!isnan(hr)) fprintf(t->metrics, ",\"hit_rate\":%.6f", hr);
+            ember_offload_stats os; /* bytes moved since the model was built */
+            if (ember_dlrm_offload(t->m) && ember_offload_get_stats(ember_dlrm_offload(t->m), &os) == EMBER_OK)
+                fprintf(t->metrics, ",\"offload_h2d_bytes\":%llu,\"offload_d2h_bytes\":%llu,\"offload_evictions\":%llu",
+                        (unsigned long long)os.h2d_bytes, (unsigned long long)os.d2h_bytes,
+                        (unsigned long long)os.evictions);
             fprintf(t->metrics, "}\n");
             fflush(t->metrics); /* pipelines tail the file */
             window_loss = 0;
@@ -1115,11 +1707,18 @@ ember_status ember_trainer_report(ember_trainer *t, ember_train_report *r) {
     ember_cache *c = ember_dlrm_cache(t->m);
     r->cached = c != NULL;
     if (c) EMBER_TRY(ember_cache_get_stats(c, &r->cache));
+    if (t->world > 1 && t->cfg.cache_ratio > 0) { /* every rank's shard's cache (a rank may hold none) */
+        r->cached = 1;
+        EMBER_TRY(cache_stats_ranks(t, &r->cache));
+    }
     for (int k = 0; k < NT; k++) {
         r->table_rows += t->rows[k];
         r->table_bytes += t->rows[k] * (ember_dlrm_table_dim(t->m, k) + ember_dlrm_state_floats(t->m, k)) * 4;
     }
     ember_memory_get_stats(t->mm, &r->memory); /* NULL: the default manager */
+    ember_offload *off = ember_dlrm_offload(t->m);
+    r->offloaded = off != NULL;
+    if (off) EMBER_TRY(ember_offload_get_stats(off, &r->offload));
     if (t->gen)
         snprintf(r->data_desc, sizeof r->data_desc, "synthetic Criteo-like data %.1000s_*.npy", t->synth_prefix);
     else
@@ -1162,6 +1761,16 @@ void ember_train_report_print(const ember_train_report *r, const ember_train_con
                     (long long)s->tier_rows[EMBER_CACHE_TIER_HOT], (long long)s->tier_rows[EMBER_CACHE_TIER_WARM],
                     (long long)s->tier_rows[EMBER_CACHE_TIER_COLD],
                     c->tier_rounding == EMBER_CACHE_ROUNDING_NEAREST ? "nearest" : "stochastic");
+    }
+    if (r->offloaded) {
+        const ember_offload_stats *o = &r->offload;
+        fprintf(f, "  offload      %s: dense parameters, gradients and optimizer state %.2f MiB in chunks (%d per "
+                   "kind) under device-mem %.2f MiB (peak %.2f MiB of chunks there); %.1f MB host->device, %.1f MB "
+                   "device->host, %llu evictions, %llu prefetches; %d of %d optimizer chunks stepped on the device\n",
+                ember_offload_policy_name(o->policy), mib(o->model_bytes), o->nchunks, mib(o->device_budget),
+                mib(o->peak_device_chunk_bytes), (double)o->h2d_bytes / 1e6,
+                (double)o->d2h_bytes / 1e6, (unsigned long long)o->evictions, (unsigned long long)o->prefetches,
+                o->state_chunks_on_device, o->nchunks);
     }
     const ember_memory_stats *m = &r->memory;
     fprintf(f, "  peak memory  host %.0f MiB (parameters %.0f, optimizer state %.0f, cache %.0f, activations %.0f, "

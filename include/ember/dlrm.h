@@ -62,7 +62,10 @@
  * whole row at once: rowwise Adagrad, max_grad_norm and int8-rowwise rows. train_step,
  * predict, read_table and create are collective: every rank calls them in the same
  * order; write_table is local (each rank keeps the rows it holds, so every rank passes
- * the whole rows).
+ * the whole rows). With config.cache, each rank's shard sits behind its own cache
+ * (ember/parallel.h "Cached shards": the config over the shard's rows, an LMDB store
+ * per rank in path/rankRRRR, no look-ahead, so ember_dlrm_submit is a no-op), and the
+ * training equals the resident shards' bit for bit; ember_dlrm_cache is this rank's.
  *
  * The plan is built from config.freq, the tables' lookup counts (`ember count`,
  * ember_freq_load): minimax needs them (its hot rows go one by one to the least loaded
@@ -80,6 +83,30 @@
  *     ember_dlrm_create(&c, &m);                        // the counts are not kept
  *     ember_freq_destroy(f);
  *
+ * Offload (config.offload; DESIGN.md section 7). A dense tower larger than the device
+ * budget trains through the heterogeneous memory manager (ember/offload.h): once the
+ * graph is built, the manager adopts every dense parameter, its gradient and the dense
+ * optimizer's state into chunks of config.mm (NULL: the default manager) and then puts
+ * device_budget on its device tier, the one budget that the chunks, the activations,
+ * resident tables and the cache's slots on that tier share. Build on the device tier
+ * with that tier unlimited (the budget comes from device_budget):
+ *
+ *     ember_memory *mm;                                  // device tier unlimited while building
+ *     ember_memory_create(&(ember_memory_config){.device = EMBER_CPU}, &mm);
+ *     ember_offload_config oc = {.policy = EMBER_OFFLOAD_AUTO, .device_budget = 256u << 20};
+ *     ember_dlrm_config c = {..., .mm = mm, .tier = EMBER_TIER_DEVICE, .offload = &oc};
+ *     ember_dlrm_create(&c, &m);                         // OUT_OF_MEMORY: what stays live on
+ *                                                        // the device exceeds the budget
+ * A training step is then ember_offload_run (forward, backward with the embedding node's
+ * fused sparse update: the manager only places the adopted tensors, other nodes run as
+ * they would) and ember_offload_optimizer_step; predict is the forward under the same
+ * manager. The same kernels run on the same bits in the same order, so losses, weights
+ * and predictions equal those of the model without offload, bit for bit, under any
+ * budget. The dense optimizer is then one optimizer per chunk (ember_offload_get_optimizer
+ * on ember_dlrm_offload(m)) and ember_dlrm_optimizer returns NULL. Parameters (the graph's
+ * tensors) and the state are readable between steps; write them (a checkpoint restore)
+ * only after ember_offload_flush. Not yet on N ranks (EMBER_ERR_UNSUPPORTED).
+ *
  * Thread safety: a model is used by one thread at a time.
  */
 #ifndef EMBER_DLRM_H
@@ -91,6 +118,7 @@
 #include "ember/dense.h"
 #include "ember/embedding.h"
 #include "ember/graph.h"
+#include "ember/offload.h"
 #include "ember/optim.h"
 #include "ember/parallel.h"
 #include "ember/partition.h"
@@ -131,7 +159,8 @@ typedef struct ember_dlrm_config {
     /* Tables behind a block-wise cache (ember/cache.h) instead of resident: NULL =
        resident. Its collection field is replaced by the model's tables and sparse
        optimizer; ratio or slots, policy, lookahead, store and path are the caller's.
-       mm and tier above are ignored for the tables (the cache places them). */
+       mm and tier above are ignored for the tables (the cache places them). On N ranks
+       each rank's shard gets a cache of its own from it (see "On N ranks"). */
     const ember_cache_config *cache;
     ember_dlrm_interaction interaction; /* default EMBER_DLRM_DOT */
     int dcn_layers;              /* DCN: cross layers; 0 = 3. Must be 0 for the dot interactions */
@@ -142,7 +171,7 @@ typedef struct ember_dlrm_config {
     int keep_tables;             /* non-zero: leave the rows as the cache's store holds them (an
                                     existing LMDB store being resumed) instead of initialising them */
     /* Ranks (see "On N ranks"): NULL or a communicator of size 1: one process. Not owned:
-       keep it alive while the model is. Size > 1 needs resident tables (cache NULL). */
+       keep it alive while the model is. */
     ember_comm *comm;
     ember_plan_kind plan;        /* with comm: EMBER_PLAN_TABLEWISE (default), _ROWWISE, _COLUMNWISE
                                     or _MINIMAX (needs freq) */
@@ -150,6 +179,14 @@ typedef struct ember_dlrm_config {
        its ids < table_rows[t]); NULL: none. Read by ember_dlrm_create, not kept. Ignored in
        one process. */
     const ember_freq *freq;
+    /* Placement of the dense model data (see "Offload"): NULL = none, the layers' own
+       tensors and one dense optimizer (the default). Else the heterogeneous memory manager
+       takes them: its graph and optim fields are replaced by the model's graph and dense
+       optimizer (dense_optim as completed above); policy (AUTO, or STATIC with
+       param_host_fraction and state_host_fraction), device_budget, chunk_elems, lookahead
+       and sync are the caller's; mm NULL = the model's. Read by ember_dlrm_create, not kept.
+       One process only. */
+    const ember_offload_config *offload;
 } ember_dlrm_config;
 
 typedef struct ember_dlrm ember_dlrm;
@@ -160,11 +197,13 @@ typedef struct ember_dlrm ember_dlrm;
  *         emb_dim, batch or table_rows unset or < 1, interaction out of range, dcn_layers
  *         or dcn_rank negative or set without EMBER_DLRM_DCN, table_dims[t] < 1; on N
  *         ranks a plan kind out of range, or MINIMAX without freq;
- *         EMBER_ERR_UNSUPPORTED: a cache on N ranks; COLUMNWISE with rowwise Adagrad,
- *         max_grad_norm or int8-rowwise rows;
+ *         EMBER_ERR_UNSUPPORTED: offload, or cache tiers, on N ranks; COLUMNWISE with rowwise
+ *         Adagrad, max_grad_norm or int8-rowwise rows;
  *         EMBER_ERR_SHAPE: with a dot interaction, table_dims[t] or the bottom MLP's last
  *         size other than emb_dim; the top MLP not ending with 1; EMBER_ERR_OUT_OF_MEMORY;
- *         ember_plan_build's errors (EMBER_ERR_INDEX: a counted id outside its table).
+ *         ember_plan_build's errors (EMBER_ERR_INDEX: a counted id outside its table);
+ *         with offload, ember_offload_create's (a bad policy or fraction, a budget below
+ *         what stays live on the device).
  */
 ember_status ember_dlrm_create(const ember_dlrm_config *cfg, ember_dlrm **out);
 void ember_dlrm_destroy(ember_dlrm *m);
@@ -199,7 +238,8 @@ ember_status ember_dlrm_train_step(ember_dlrm *m, const float *dense, const embe
  * With a cache: queue the sparse part of a future batch so the cache prepares its rows
  * on its worker while earlier steps compute (up to the cache's lookahead). Batches
  * must then be trained in the order submitted, passing the same ember_jagged pointer;
- * its arrays must stay valid until that step. Without a cache: a no-op.
+ * its arrays must stay valid until that step. Without a cache, and on N ranks (whose
+ * shards' caches see a batch's ids only in its forward), a no-op.
  * @return EMBER_OK; ember_cache_submit's errors.
  */
 ember_status ember_dlrm_submit(ember_dlrm *m, const ember_jagged *sparse);
@@ -213,7 +253,8 @@ ember_status ember_dlrm_predict(ember_dlrm *m, const float *dense, const ember_j
 /** The graph (parameters named "bottom.<i>.weight", "top.<i>.bias", "dcn.<i>.weight", ...)
     and the tables. */
 ember_graph *ember_dlrm_graph(ember_dlrm *m);
-/** The tables; on N ranks this rank's shard (NULL when it holds no rows). */
+/** The tables; on N ranks this rank's resident shard (NULL when it holds no rows or the
+    shard is cached: ember_dlrm_sharded_tables, ember_sharded_ebc_read_local). */
 ember_ebc *ember_dlrm_tables(ember_dlrm *m);
 /** The sharded tables on N ranks, NULL in one process. */
 ember_sharded_ebc *ember_dlrm_sharded_tables(ember_dlrm *m);
@@ -223,8 +264,13 @@ const ember_plan *ember_dlrm_plan(const ember_dlrm *m);
 /** This rank and the number of ranks (0 and 1 in one process). */
 int ember_dlrm_rank(const ember_dlrm *m);
 int ember_dlrm_world(const ember_dlrm *m);
+/** The dense optimizer; NULL with offload (the manager's per-chunk optimizers instead). */
 ember_optimizer *ember_dlrm_optimizer(ember_dlrm *m);
-/** The cache in front of the tables, or NULL when they are resident. */
+/** The manager of the dense model data with config.offload, else NULL (see "Offload";
+    owned by the model). */
+ember_offload *ember_dlrm_offload(ember_dlrm *m);
+/** The cache in front of the tables, or NULL when they are resident; on N ranks the cache
+    of this rank's shard (its tables are the shard's; NULL when it holds no rows). */
 ember_cache *ember_dlrm_cache(ember_dlrm *m);
 /** Steps trained so far (the sparse optimizer's step count). */
 int64_t ember_dlrm_step(const ember_dlrm *m);

@@ -298,6 +298,18 @@ ember_status ember_offload_set_tensor_state(ember_offload *off, const char *name
 /** Chunk index and element offset of a parameter (the same in every kind's list). */
 ember_status ember_offload_tensor_chunk(const ember_offload *off, const char *name, int *chunk,
                                         int64_t *offset);
+/**
+ * The optimizer of chunk c (0 <= c < ember_offload_stats.nchunks): over the parameters
+ * of chunk c, named as in the graph, its state tensors (ember_optimizer_state_get:
+ * "<parameter>.<buffer>") being the adopted state of chunk c. It is there to save and
+ * restore a checkpoint (state, ember_optimizer_get_step / _set_step, _get_kind), not to
+ * step: ember_offload_optimizer_step steps every chunk's. Its state is readable between
+ * calls; write it (and the step) only after ember_offload_flush. Owned by the manager,
+ * valid until ember_offload_destroy.
+ * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULL); EMBER_ERR_STATE (the manager was
+ *         created without an optimizer); EMBER_ERR_INDEX (c out of range).
+ */
+ember_status ember_offload_get_optimizer(ember_offload *off, int c, ember_optimizer **out);
 
 #ifdef __cplusplus
 }

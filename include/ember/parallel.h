@@ -556,9 +556,28 @@ const char *ember_ddp_param_name(const ember_ddp *d, int i);
  * after the count exchange, before any row is touched. Tables live in host memory (MPI
  * and self communicators); all ranks call forward and backward the same number of
  * times, in the same order.
+ *
+ * Cached shards (config.cache; DESIGN.md sections 5 and 8). Each rank's shard may sit
+ * behind its own block-wise cache (ember/cache.h) instead of being resident: the cache
+ * is made over the shard's tables (its local rows and columns) with the caller's
+ * ratio or slots, policy, store and budget, and the owner's batch of step 3 goes
+ * through it (ember_cache_prepare: ids remapped to slots, misses loaded in blocks)
+ * to the cache's slot collection; the prepared batch is held until backward, which
+ * updates the slots and releases it dirty (replicated rows go through as a second,
+ * small batch). Nothing else changes, and training through the caches equals training
+ * with resident shards bit for bit, at any ratio and policy. The caches get no
+ * look-ahead (lookahead is set to 0): the ids of a batch reach their owner only in its
+ * forward's exchange. With the LMDB store each rank's store is the directory
+ * path/rankRRRR (path is created when missing, unless open is OPEN_EXISTING); the
+ * stores hold local rows, so they reopen only under the same plan. Precision tiers are
+ * refused (EMBER_ERR_UNSUPPORTED). A forward that no backward follows (inference)
+ * leaves its batch held until the next forward or row access, which gives it back.
  */
 
 typedef struct ember_sharded_ebc ember_sharded_ebc;
+struct ember_cache;        /* ember/cache.h */
+struct ember_cache_config; /* ember/cache.h */
+struct ember_freq;         /* ember/datasets.h */
 
 typedef struct ember_sharded_ebc_config {
     const ember_plan *plan;               /* world = the communicator's size; not owned, keep it
@@ -569,15 +588,24 @@ typedef struct ember_sharded_ebc_config {
     ember_memory *mm;                     /* shard and buffers; NULL: ember_memory_default(); HOST tier */
     size_t row_align;                     /* as ember_ebc_config */
     double grad_scale;                    /* > 0, or 0: 1 / world (see "Loss scaling") */
+    /* Each rank's shard behind its own cache (see "Cached shards"), or NULL: resident.
+       Its collection field is replaced by the shard's tables and optim; slots and
+       host_rows, when given, have one entry per table of the whole collection (capped
+       at the rows a rank holds); mm NULL: the mm above; lookahead is taken as 0; path
+       (LMDB) is the parent of the ranks' stores. Read at creation, not kept. */
+    const struct ember_cache_config *cache;
 } ember_sharded_ebc_config;
 
 /**
- * Create this rank's shard (zero weights, initial state) from the plan. Collective:
- * checks that every rank passes the same plan and tables.
+ * Create this rank's shard (zero weights, initial state) from the plan, resident or
+ * behind its cache. Collective: checks that every rank passes the same plan and tables,
+ * and that every rank could make its shard (a rank whose shard or cache failed returns
+ * its own error, the others EMBER_ERR_INVALID_ARGUMENT naming it).
  * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULLs, grad_scale, a world that is not
  *         the communicator's size, bad table configs as ember_ebc_create); EMBER_ERR_SHAPE
  *         (tables that do not match the plan, or ranks whose plans differ);
- *         EMBER_ERR_OUT_OF_MEMORY; the communicator's failures.
+ *         EMBER_ERR_OUT_OF_MEMORY; EMBER_ERR_UNSUPPORTED (cache tiers); the errors of
+ *         ember_cache_create, naming the rank; the communicator's failures.
  */
 ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_config *cfg,
                                       ember_sharded_ebc **out);
@@ -587,10 +615,45 @@ void ember_sharded_ebc_destroy(ember_sharded_ebc *s);
 int ember_sharded_ebc_num_tables(const ember_sharded_ebc *s);
 /** Sum of the tables' dims: the output's width, as one ember_ebc over the whole tables. */
 int64_t ember_sharded_ebc_output_dim(const ember_sharded_ebc *s);
-/** This rank's shard (owned by s), or NULL when the plan gives it no rows. */
+/** This rank's resident shard (owned by s), or NULL when the plan gives it no rows or
+    the shard is cached (ember_sharded_ebc_cache; ember_sharded_ebc_read_local). */
 ember_ebc *ember_sharded_ebc_local(const ember_sharded_ebc *s);
 /** Index of table t in the shard, or -1 when this rank holds none of it. */
 int ember_sharded_ebc_local_table(const ember_sharded_ebc *s, int table);
+/** The cache in front of this rank's shard (owned by s; its table l is shard table l),
+    or NULL: resident, or no rows here. */
+struct ember_cache *ember_sharded_ebc_cache(const ember_sharded_ebc *s);
+
+/**
+ * Rows [row, row + n) of this rank's part of a table, by local row (as
+ * ember_plan_locate gives them), wherever they live (resident shard, cache slots,
+ * store): weights (n, the columns held here) and optimizer state (n, the state floats
+ * of those columns: the table's state floats, or for a column slice of w columns
+ * state floats / dim * w); either may be NULL (state must be NULL without optimizer
+ * state). Local. For checkpoints of the shard as it is.
+ * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT; EMBER_ERR_INDEX (a table this rank
+ *         holds none of, rows outside its part); the store's errors.
+ */
+ember_status ember_sharded_ebc_read_local(ember_sharded_ebc *s, int table, int64_t row, int64_t n, float *weights,
+                                          float *state);
+ember_status ember_sharded_ebc_write_local(ember_sharded_ebc *s, int table, int64_t row, int64_t n,
+                                           const float *weights, const float *state);
+/**
+ * Warm this rank's cache from lookup counts of the whole tables (ember/datasets.h
+ * ember_freq, table t of the counts = table t): per table, the hottest counted ids
+ * that this rank holds (among the table's 8 x world x slots hottest), as many as its
+ * slots, as ember_cache_warmup. Local; a no-op for a resident shard.
+ * @return EMBER_OK; EMBER_ERR_SHAPE (counts of another number of tables);
+ *         EMBER_ERR_INDEX (a counted id outside its table); ember_cache_warmup's errors.
+ */
+ember_status ember_sharded_ebc_warmup_counts(ember_sharded_ebc *s, const struct ember_freq *counts);
+/**
+ * With a cache over the LMDB store: every dirty row written down and this rank's store
+ * committed durably at step (ember_cache_checkpoint). Resident shards and the host
+ * store keep their rows in memory: nothing to do (EMBER_OK). Local.
+ * @return EMBER_OK; ember_cache_checkpoint's errors.
+ */
+ember_status ember_sharded_ebc_checkpoint(ember_sharded_ebc *s, int64_t step);
 
 /**
  * Rows [first, first + count) of a whole table from a host f32 array (count, dim) that

@@ -45,18 +45,26 @@
  * when N does not divide batch), the tables are sharded over the ranks by `plan`
  * (tablewise, rowwise, columnwise, minimax or auto) and the dense layers run data
  * parallel (ember_dlrm's "On N ranks"): the same training as one process up to reduction
- * order. The cache is not yet combined with sharding: with N > 1, cache-ratio is ignored
- * (said in the log) and each rank keeps its shard resident; lmdb, tiers and warmup, which
- * need the cache, are refused (EMBER_ERR_UNSUPPORTED), except warmup with plan = minimax
- * or auto, which then only feeds the plan. Evaluation: each rank scores its slice of
- * every held-out batch, the probabilities and labels are gathered in global order and
- * every rank computes the same metrics. Only rank 0 writes the
- * metrics file, checkpoints and predictions; a checkpoint holds the whole tables (read
- * back through the sharded collection), the same files as one process writes, and all
- * ranks wait for it: a checkpoint resumes at any number of ranks and any plan (every
- * rank reads the whole table files and keeps its rows). `profile` traces rank 0;
- * `lmdb` needs the cache, `warmup` the cache or a plan from counts. Every trainer call
- * is then collective.
+ * order. With cache-ratio > 0 each rank's shard sits behind its own cache (cache-ratio,
+ * cache-policy and host-ratio apply to the rows the rank holds; ember/parallel.h "Cached
+ * shards"), which changes the memory, never the results; the shards' caches prepare each
+ * batch when its ids arrive in the step's exchange, so lookahead does not apply to them.
+ * `lmdb` gives each rank a store of its own, lmdb/rankRRRR; `warmup` warms each rank's
+ * cache with the hottest rows it holds (and feeds plan minimax or auto); tiers are refused
+ * (EMBER_ERR_UNSUPPORTED: they need one process). Evaluation: each rank scores its slice
+ * of every held-out batch, the probabilities and labels are gathered in global order and
+ * every rank computes the same metrics. Rank 0 writes the metrics file and predictions.
+ * A checkpoint is written per rank: every rank writes the rows it holds with their state
+ * (tableTT.rankRRRR.safetensors, or with lmdb its store's durable commit), then rank 0 the
+ * plan (plan.bin), model.safetensors, train.conf and last the MANIFEST, which names the
+ * world size, the plan and the rank files; the ranks agree after each part, so a
+ * checkpoint whose MANIFEST exists has every rank's rows. It resumes at any number of
+ * ranks, one process included, and any plan: each rank reads the rows it holds under its
+ * new plan from whichever rank files hold them (a missing rank file is an
+ * EMBER_ERR_NOT_FOUND naming it); an LMDB checkpoint resumes at the same number of ranks
+ * and plan only (its stores hold local rows). Checkpoints of one process, and those of N
+ * ranks written before rank files (whole tables, tableTT.safetensors), load at any world
+ * size as before. `profile` traces rank 0. Every trainer call is then collective.
  *
  * Precision tiers (tier-hot, tier-warm, tier-rounding; ember/cache.h "Precision tiers").
  * With tier-hot or tier-warm above 0, the cache's host store keeps the hottest tier-hot
@@ -80,8 +88,28 @@
  * tables first). Without counts, auto takes row-wise: uniform ids spread evenly over row
  * ranges, while whole tables of different sizes cannot. Column-wise (plan = columnwise)
  * is never chosen by auto: it splits every lookup over all ranks, so it always predicts
- * a perfect balance while it moves the most bytes. With N > 1 ranks `warmup` only feeds
- * the plan (the cache is off on N ranks). In one process plan is ignored.
+ * a perfect balance while it moves the most bytes. With N > 1 ranks `warmup` feeds the
+ * plan and, with cache-ratio > 0, warms each rank's cache. In one process plan is ignored.
+ *
+ * Device memory (device-mem, offload). device-mem is one budget on the device tier
+ * (DRAM standing in for it on a CPU-only machine) for everything placed there: the
+ * cache's slots (or resident tables), the activations and the dense model data. With
+ * offload = none the dense parameters, gradients and optimizer state are tensors of
+ * their own on that tier, so a dense tower that does not fit fails at creation with
+ * EMBER_ERR_OUT_OF_MEMORY (the message suggests offload). With offload = auto or static
+ * they live in the chunks of the heterogeneous memory manager (ember/offload.h, ember/
+ * dlrm.h "Offload"), which moves them between the host and the device tier and keeps
+ * the whole under device-mem; static keeps offload-param-host of the parameter chunks
+ * and offload-state-host of the optimizer-state chunks on the host. The weights do not
+ * depend on it (bit for bit the same as offload = none), so offload is not one of the
+ * keys a resume must agree on, and checkpoints are the same files either way.
+ * offload needs device-mem (ember_train_config_validate fails naming both) and one
+ * process (EMBER_ERR_UNSUPPORTED under mpirun). The report and the metrics lines give
+ * the bytes the manager moved (offload_h2d_bytes, offload_d2h_bytes) and its evictions.
+ * Leave some slack: the manager fills the budget with chunks and makes room for other
+ * data as its first step saw it before each op, so a buffer allocated later beside it
+ * (the cache's ring of prepared batches fills over the first lookahead + 4 steps) can be
+ * refused with EMBER_ERR_OUT_OF_MEMORY when the chunks leave less than that free.
  *
  * Thread safety: a trainer is used by one thread at a time.
  */
@@ -103,6 +131,14 @@ extern "C" {
 #define EMBER_TRAIN_PATH_MAX 1024
 /** ember_train_config.plan: pick table-wise, row-wise or minimax under mpirun (see "Plans from counts"). */
 #define EMBER_TRAIN_PLAN_AUTO (-1)
+
+/** ember_train_config.offload: where the dense model data lives (see "Device memory"). */
+typedef enum ember_train_offload {
+    EMBER_TRAIN_OFFLOAD_NONE,   /* the layers' own tensors, which device-mem must hold */
+    EMBER_TRAIN_OFFLOAD_AUTO,   /* chunks under device-mem, EMBER_OFFLOAD_AUTO */
+    EMBER_TRAIN_OFFLOAD_STATIC, /* chunks under device-mem, EMBER_OFFLOAD_STATIC with the fractions */
+    EMBER_TRAIN_OFFLOAD_COUNT
+} ember_train_offload;
 
 /** Every field has a key of the same name with '-' for '_' (see ember_train_config_help). */
 typedef struct ember_train_config {
@@ -129,6 +165,9 @@ typedef struct ember_train_config {
     ember_optim_kind optimizer;           /* dense layers */
     int sparse_optimizer;                 /* an ember_sparse_optim, or -1: as optimizer */
     int threads;                          /* 0: ember_get_num_threads() */
+    ember_matmul_precision matmul_precision; /* of the dense layers' products: f32 (default) or bf16
+                                             (ember_set_matmul_precision, process-wide from
+                                             ember_trainer_create on; refused where the CPU cannot) */
     int plan;                             /* under mpirun: an ember_plan_kind (EMBER_PLAN_TABLEWISE by
                                              default; _MINIMAX needs warmup) or EMBER_TRAIN_PLAN_AUTO (see
                                              "Plans from counts" above) */
@@ -154,6 +193,11 @@ typedef struct ember_train_config {
     char profile[EMBER_TRAIN_PATH_MAX];   /* Chrome trace of ember_trainer_run ("": none); summary in PATH.txt */
     int64_t device_mem;                   /* device-tier budget in bytes for the cache's slots, the dense
                                              layers and the activations together (0: unlimited) */
+    ember_train_offload offload;          /* dense model data: own tensors (none) or offloaded chunks
+                                             under device-mem (auto, static); needs device-mem */
+    double offload_param_host;            /* static: fraction of the parameter (and gradient) chunks
+                                             kept on the host */
+    double offload_state_host;            /* static: fraction of the optimizer-state chunks on the host */
 } ember_train_config;
 
 /** The defaults: the embedded job (synthetic data, DLRM, 1.5% cache over the host store). */
@@ -242,6 +286,8 @@ typedef struct ember_train_report {
     ember_cache_stats cache;
     int64_t table_rows, table_bytes; /* all tables: rows, bytes of weights + state */
     ember_memory_stats memory;
+    int offloaded;                   /* dense model data in the offload manager's chunks */
+    ember_offload_stats offload;     /* its chunks, transfers (since the model was built), evictions */
     char data_desc[EMBER_TRAIN_PATH_MAX + 64]; /* what was trained on */
 } ember_train_report;
 
