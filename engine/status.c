@@ -54,14 +54,18 @@ static _Thread_local char last_error[ERROR_CAP];
 static _Thread_local ember_status last_status;
 
 ember_status ember__error(ember_status st, const char *fmt, ...) {
-    int n = snprintf(last_error, ERROR_CAP, "%s: ", ember_status_name(st));
+    /* formatted aside first: the arguments may include ember_last_error() itself (a
+       caller wrapping the error it got), which writing in place would overwrite */
+    static _Thread_local char next[ERROR_CAP];
+    int n = snprintf(next, ERROR_CAP, "%s: ", ember_status_name(st));
     if (n < 0) n = 0;
     if (n < ERROR_CAP) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(last_error + n, (size_t)(ERROR_CAP - n), fmt, ap);
+        vsnprintf(next + n, (size_t)(ERROR_CAP - n), fmt, ap);
         va_end(ap);
     }
+    memcpy(last_error, next, ERROR_CAP);
     last_status = st;
     ember_log(EMBER_LOG_DEBUG, "%s", last_error);
     return st;

@@ -54,6 +54,10 @@ int main(void) {
     /* detail messages start with the status name */
     ember_clear_error();
     CHECK_STR(ember_last_error(), "");
+    /* wrapping the last error in a new one keeps its text (formatted aside, not in place) */
+    ember__error(EMBER_ERR_IO, "inner %d", 7);
+    ember__error(EMBER_ERR_OUT_OF_MEMORY, "outer: workspace of %d B: %s", 64, ember_last_error());
+    CHECK_STR(ember_last_error(), "EMBER_ERR_OUT_OF_MEMORY: outer: workspace of 64 B: EMBER_ERR_IO: inner 7");
     CHECK_EQ_INT(ember__error(EMBER_ERR_PARSE, "criteo line %d field %d", 4182, 15), EMBER_ERR_PARSE);
     CHECK_STR(ember_last_error(), "EMBER_ERR_PARSE: criteo line 4182 field 15");
     CHECK_EQ_INT(ember_last_status(), EMBER_ERR_PARSE);
