@@ -29,6 +29,14 @@
  * from forward to backward and released dirty after it. The cache gets no look-ahead:
  * a batch's ids reach their owner only in its forward's exchange, so there is nothing
  * to submit ahead (lookahead is set to 0).
+ *
+ * Precision tiers per rank (DESIGN.md section 4, stage 2 on each device). Tiers are
+ * chosen over the rows a rank holds, by the rank's own lookups: the global counts
+ * are mapped to local rows once (local_ranking, the same mapping the warm-up uses), and
+ * the caller's fractions, or maps of the whole tables, become tier maps of the shard's
+ * tables, which the cache takes as given. Maps rather than a local ember_freq because
+ * counts cannot be added to an ember_freq with their multiplicity, and the cache only
+ * needs the ranking. Each rank rounds with the seed seed ^ rank.
  */
 #include <errno.h>
 #include <math.h>
@@ -188,11 +196,198 @@ static ember_status describe_tables(ember_sharded_ebc *s, const ember_sharded_eb
     return EMBER_OK;
 }
 
+/* ---- this rank's rows ranked by counts of the whole tables ---- */
+
+/*
+ * The one mapping of lookup counts of the whole tables (an ember_freq whose table t is
+ * table t) to the shard: the first `limit` counted ids of table t (every counted id when
+ * limit < 0) in ember_freq_top's order (count descending, ties in increasing id), those
+ * this rank holds, as local rows with their counts: the rank's own counts of its own
+ * rows, hottest first. The warm-up loads its head; the precision tiers rank the shard's
+ * rows by it. *rows and *cnt are malloc'd (NULL when *n is 0); the caller frees them.
+ */
+static ember_status local_ranking(const ember_sharded_ebc *s, const char *fn, const struct ember_freq *counts, int t,
+                                  int64_t limit, int64_t **rows, uint64_t **cnt, int64_t *n) {
+    *rows = NULL;
+    *cnt = NULL;
+    *n = 0;
+    ember_freq_table_stats fs;
+    EMBER_TRY(ember_freq_get_table_stats(counts, t, &fs));
+    int64_t k = limit < 0 || limit > fs.entries ? fs.entries : limit;
+    if (k <= 0) return EMBER_OK;
+    ember_freq_entry *e = malloc((size_t)k * sizeof *e);
+    int64_t *ids = malloc((size_t)k * sizeof *ids), *lr = malloc((size_t)k * sizeof *lr);
+    int *rk = malloc((size_t)k * sizeof *rk);
+    uint64_t *c = malloc((size_t)k * sizeof *c);
+    ember_status st = EMBER_OK;
+    if (!e || !ids || !lr || !rk || !c)
+        st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: rank %d of %d: %lld counted ids of %s", fn, s->rank, s->P,
+                          (long long)k, s->t[t].name);
+    int64_t got = 0, m = 0;
+    if (st == EMBER_OK) st = ember_freq_top(counts, t, k, e, &got);
+    for (int64_t i = 0; st == EMBER_OK && i < got; i++) {
+        ids[i] = e[i].id;
+        if (ids[i] < 0 || ids[i] >= s->t[t].rows)
+            st = ember__error(EMBER_ERR_INDEX, "%s: rank %d of %d: counted id %lld outside %s (%lld rows)", fn,
+                              s->rank, s->P, (long long)ids[i], s->t[t].name, (long long)s->t[t].rows);
+    }
+    if (st == EMBER_OK && got) st = ember_plan_locate_many(s->plan, t, ids, got, rk, lr);
+    for (int64_t i = 0; st == EMBER_OK && i < got; i++)
+        if (rk[i] == s->rank || rk[i] == EMBER_PLAN_EVERY_RANK) {
+            ids[m] = lr[i];
+            c[m++] = e[i].count;
+        }
+    free(e), free(lr), free(rk);
+    if (st != EMBER_OK || m == 0) {
+        free(ids), free(c);
+        return st;
+    }
+    *rows = ids;
+    *cnt = c;
+    *n = m;
+    return EMBER_OK;
+}
+
+/* ---- precision tiers of a cached shard ---- */
+
+enum { TIER_UNSET = 0xff };
+
+/* The tiers the caller gives over the whole tables (config.cache->tiers), checked on
+   every rank alike before anything is made, so every rank refuses the same config. */
+static ember_status check_tiers(const ember_sharded_ebc_config *cfg, int rank, int P) {
+    static const char fn[] = "ember_sharded_ebc_create";
+    const ember_cache_tiers *ti = cfg->cache->tiers;
+    if (ti->budget)
+        return ember__error(EMBER_ERR_UNSUPPORTED, "%s: rank %d of %d: tiers: a byte budget is not supported on "
+                            "shards (give the fractions hot and warm: each rank splits the rows it holds by them)",
+                            fn, rank, P);
+    if ((ti->maps != NULL) + (ti->counts != NULL) != 1)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: rank %d of %d: tiers: give either maps (the tier of "
+                            "every row of the whole tables) or counts (lookups of the whole tables), %s", fn, rank, P,
+                            ti->maps ? "not both" : "neither is set");
+    if ((unsigned)ti->rounding >= EMBER_CACHE_ROUNDING_COUNT)
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: rank %d of %d: tiers: rounding %d is not an "
+                            "ember_cache_rounding", fn, rank, P, (int)ti->rounding);
+    if (ti->maps && (ti->hot != 0 || ti->warm != 0))
+        return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: rank %d of %d: tiers: hot and warm go with counts, not "
+                            "with maps", fn, rank, P);
+    if (ti->counts) {
+        if (!(ti->hot >= 0 && ti->hot <= 1) || !(ti->warm >= 0 && ti->warm <= 1) || ti->hot + ti->warm > 1 + 1e-12)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: rank %d of %d: tiers: fractions hot %g and warm %g "
+                                "must lie in [0, 1] with hot + warm <= 1", fn, rank, P, ti->hot, ti->warm);
+        if (ember_freq_num_tables(ti->counts) != cfg->num_tables)
+            return ember__error(EMBER_ERR_SHAPE, "%s: rank %d of %d: tiers: the counts cover %d tables; the "
+                                "collection has %d", fn, rank, P, ember_freq_num_tables(ti->counts),
+                                cfg->num_tables);
+    }
+    for (int t = 0; ti->maps && t < cfg->num_tables; t++) {
+        const ember_cache_tier_map *m = &ti->maps[t];
+        const ember_ebc_table_config *tc = &cfg->tables[t];
+        if (!m->tier) continue;
+        if (m->rows != tc->rows)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: rank %d of %d: tiers: maps[%d] has %lld rows; "
+                                "table %d has %lld", fn, rank, P, t, (long long)m->rows, t, (long long)tc->rows);
+        for (int64_t i = 0; i < m->rows; i++)
+            if (m->tier[i] >= EMBER_CACHE_TIER_COUNT ||
+                (m->tier[i] != EMBER_CACHE_TIER_HOT && tc->format != EMBER_ROW_FORMAT_F32))
+                return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: rank %d of %d: tiers: maps[%d].tier[%lld] = %d "
+                                    "is %s", fn, rank, P, t, (long long)i, (int)m->tier[i],
+                                    m->tier[i] >= EMBER_CACHE_TIER_COUNT ? "not an ember_cache_tier"
+                                                                         : "not HOT in a table that is not f32");
+    }
+    return EMBER_OK;
+}
+
+/* The first ceil(f x rows) rows, as the cache counts a fraction. */
+static int64_t frac_rows(double f, int64_t rows) {
+    double x = ceil(f * (double)rows - 1e-9);
+    if (x < 0) x = 0;
+    return x >= (double)rows ? rows : (int64_t)x;
+}
+
+/*
+ * The caller's tiers over the whole tables as tier maps of the shard's tables, local row
+ * by local row (tier[l]: malloc'd, or NULL for a table all HOT; the caller frees them).
+ * Counts with fractions: the shard's rows ranked by the rank's own counts (local_ranking),
+ * then the rows never counted in increasing local row; the first ceil(hot x rows held)
+ * HOT, the next ceil(warm x rows held) WARM, the rest COLD, as the cache does in one
+ * process with the rank's rows for the table's. Maps: each held row takes its id's tier,
+ * and a slot no id maps to here (a hole: its id is hot on another rank) is COLD.
+ * Replicated rows (local rows [0, replicated) of a row-wise or minimax table) come first
+ * and are HOT whatever the fractions or maps: every rank applies the same step to its
+ * copy, and the copies stay equal only uncompressed (each rank rounds with its own seed).
+ * Tables that are not f32 stay all HOT.
+ */
+static ember_status local_tiers(const ember_sharded_ebc *s, const ember_sharded_ebc_config *cfg, uint8_t **tier) {
+    static const char fn[] = "ember_sharded_ebc_create";
+    const ember_cache_tiers *ti = cfg->cache->tiers;
+    enum { CHUNK = 4096 };
+    int64_t *ids = NULL, *lr = NULL;
+    int *rk = NULL;
+    if (ti->maps) {
+        ids = malloc(CHUNK * sizeof *ids);
+        lr = malloc(CHUNK * sizeof *lr);
+        rk = malloc(CHUNK * sizeof *rk);
+        if (!ids || !lr || !rk) {
+            free(ids), free(lr), free(rk);
+            return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: rank %d of %d: tiers", fn, s->rank, s->P);
+        }
+    }
+    ember_status st = EMBER_OK;
+    for (int l = 0; l < s->nlocal && st == EMBER_OK; l++) {
+        int t = s->ltab[l];
+        const stab *x = &s->t[t];
+        if (cfg->tables[t].format != EMBER_ROW_FORMAT_F32 || (ti->maps && !ti->maps[t].tier)) continue;
+        uint8_t *u = tier[l] = malloc((size_t)x->lrows);
+        if (!u) {
+            st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: rank %d of %d: tiers of %lld rows of %s", fn, s->rank,
+                              s->P, (long long)x->lrows, x->name);
+            break;
+        }
+        memset(u, TIER_UNSET, (size_t)x->lrows);
+        int64_t pos = 0;
+        for (int64_t r = 0; r < x->rep_rows; r++, pos++) u[r] = EMBER_CACHE_TIER_HOT;
+        if (ti->maps) {
+            for (int64_t id0 = 0; id0 < x->rows && st == EMBER_OK; id0 += CHUNK) {
+                int64_t n = x->rows - id0 < CHUNK ? x->rows - id0 : CHUNK;
+                for (int64_t i = 0; i < n; i++) ids[i] = id0 + i;
+                st = ember_plan_locate_many(s->plan, t, ids, n, rk, lr);
+                for (int64_t i = 0; st == EMBER_OK && i < n; i++)
+                    if ((rk[i] == s->rank || rk[i] == EMBER_PLAN_EVERY_RANK) && u[lr[i]] == TIER_UNSET)
+                        u[lr[i]] = ti->maps[t].tier[id0 + i];
+            }
+            for (int64_t r = 0; r < x->lrows; r++)
+                if (u[r] == TIER_UNSET) u[r] = EMBER_CACHE_TIER_COLD;
+            continue;
+        }
+        int64_t nh = frac_rows(ti->hot, x->lrows), nw = frac_rows(ti->warm, x->lrows);
+        if (nh + nw > x->lrows) nw = x->lrows - nh;
+        int64_t *rows = NULL, n = 0;
+        uint64_t *cnt = NULL;
+        st = local_ranking(s, fn, ti->counts, t, -1, &rows, &cnt, &n);
+        for (int64_t i = 0; st == EMBER_OK && i < n; i++)
+            if (u[rows[i]] == TIER_UNSET) {
+                u[rows[i]] = pos < nh ? EMBER_CACHE_TIER_HOT : pos < nh + nw ? EMBER_CACHE_TIER_WARM
+                                                                             : EMBER_CACHE_TIER_COLD;
+                pos++;
+            }
+        free(rows), free(cnt);
+        for (int64_t r = 0; r < x->lrows; r++)
+            if (u[r] == TIER_UNSET) {
+                u[r] = pos < nh ? EMBER_CACHE_TIER_HOT : pos < nh + nw ? EMBER_CACHE_TIER_WARM : EMBER_CACHE_TIER_COLD;
+                pos++;
+            }
+    }
+    free(ids), free(lr), free(rk);
+    return st;
+}
+
 /*
  * The shard behind its own cache: the caller's cache config over the shard's tables
  * (local rows and widths), per-table slot and host-row counts moved to the shard's
- * tables, no look-ahead (see the top of the file), and an LMDB store of its own in
- * path/rankRRRR (path is made when missing, unless the stores must exist).
+ * tables, no look-ahead (see the top of the file), an LMDB store of its own in
+ * path/rankRRRR (path is made when missing, unless the stores must exist), and the
+ * caller's precision tiers as tier maps of the rows it holds (local_tiers).
  */
 static ember_status make_cache(ember_sharded_ebc *s, const ember_sharded_ebc_config *cfg, const ember_ebc_config *ec) {
     static const char fn[] = "ember_sharded_ebc_create";
@@ -228,20 +423,38 @@ static ember_status make_cache(ember_sharded_ebc *s, const ember_sharded_ebc_con
                               s->rank, s->P, cc.path);
         cc.path = path;
     }
-    if (st != EMBER_OK) {
-        free(slots);
-        return st;
+    /* precision tiers: the rows this rank holds, ranked by its own counts (local_tiers), and
+       stochastic rounding keyed by seed ^ rank: each rank's own stream, the same every run */
+    uint8_t **tier = NULL;
+    ember_cache_tier_map *maps = NULL;
+    ember_cache_tiers lt = {0};
+    if (st == EMBER_OK && cfg->cache->tiers) {
+        tier = calloc((size_t)s->nlocal, sizeof *tier);
+        maps = calloc((size_t)s->nlocal, sizeof *maps);
+        st = tier && maps ? local_tiers(s, cfg, tier)
+                          : ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: rank %d of %d: tiers of %d shard tables", fn,
+                                         s->rank, s->P, s->nlocal);
+        for (int l = 0; st == EMBER_OK && l < s->nlocal; l++)
+            maps[l] = (ember_cache_tier_map){.tier = tier[l], .rows = s->t[s->ltab[l]].lrows};
+        lt = (ember_cache_tiers){.maps = maps, .rounding = cfg->cache->tiers->rounding,
+                                 .seed = cfg->cache->tiers->seed ^ (uint64_t)s->rank};
+        cc.tiers = &lt;
     }
-    st = ember_cache_create(&cc, &s->cache);
+    if (st == EMBER_OK) {
+        st = ember_cache_create(&cc, &s->cache);
+        if (st != EMBER_OK) {
+            /* the cache's message, with the rank it happened on */
+            char why[1024];
+            snprintf(why, sizeof why, "%s", ember_last_error());
+            const char *p = strstr(why, ": ");
+            st = ember__error(st, "%s: rank %d of %d: the shard's cache: %s", fn, s->rank, s->P, p ? p + 2 : why);
+        }
+    }
     s->lmdb = cc.store == EMBER_CACHE_STORE_LMDB;
+    for (int l = 0; tier && l < s->nlocal; l++) free(tier[l]);
+    free(tier);
+    free(maps);
     free(slots);
-    if (st != EMBER_OK) {
-        /* the cache's message, with the rank it happened on */
-        char why[1024];
-        snprintf(why, sizeof why, "%s", ember_last_error());
-        const char *p = strstr(why, ": ");
-        st = ember__error(st, "%s: rank %d of %d: the shard's cache: %s", fn, s->rank, s->P, p ? p + 2 : why);
-    }
     return st;
 }
 
@@ -352,10 +565,8 @@ ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_
                             cfg->grad_scale);
     if (ember_device_equal(ember_comm_device(comm), EMBER_CPU) == 0)
         return ember__error(EMBER_ERR_DEVICE, "%s: the communicator's buffers are not in host memory", fn);
-    if (cfg->cache && cfg->cache->tiers) /* the same config on every rank: every rank refuses it */
-        return ember__error(EMBER_ERR_UNSUPPORTED, "%s: rank %d of %d: precision tiers of a cached shard are not "
-                            "supported (tiers rank a whole table's rows; use one process)", fn,
-                            ember_comm_rank(comm), P);
+    if (cfg->cache && cfg->cache->tiers) /* the same config on every rank: every rank refuses it alike */
+        EMBER_TRY(check_tiers(cfg, ember_comm_rank(comm), P));
     ember_sharded_ebc *s = calloc(1, sizeof *s);
     if (!s) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
     s->comm = comm;
@@ -494,10 +705,10 @@ ember_status ember_sharded_ebc_checkpoint(ember_sharded_ebc *s, int64_t step) {
 }
 
 /*
- * Warm the shard's cache from counts of the whole tables: per shard table, the hottest
- * counted ids (at most 8 x world x slots of them, hottest first) that this rank holds,
- * as many as the table has slots, with their counts. Warm-up changes which rows are
- * cached, never the results.
+ * Warm the shard's cache from counts of the whole tables: per shard table, the head of
+ * the rank's own ranking (local_ranking over the table's 8 x world x slots hottest ids,
+ * the mapping the tiers rank by), as many rows as the table has slots, with their
+ * counts. Warm-up changes which rows are cached, never the results.
  */
 ember_status ember_sharded_ebc_warmup_counts(ember_sharded_ebc *s, const struct ember_freq *counts) {
     static const char fn[] = "ember_sharded_ebc_warmup_counts";
@@ -511,33 +722,12 @@ ember_status ember_sharded_ebc_warmup_counts(ember_sharded_ebc *s, const struct 
     ember_status st = EMBER_OK;
     for (int l = 0; l < s->nlocal && st == EMBER_OK; l++) {
         int t = s->ltab[l];
-        int64_t slots = ember_cache_slots(s->cache, l), k = slots * 8 * s->P, n = 0, m = 0;
-        ember_freq_table_stats fs;
-        st = ember_freq_get_table_stats(counts, t, &fs);
-        if (st != EMBER_OK) break;
-        if (k > fs.entries) k = fs.entries;
-        if (k <= 0) continue;
-        ember_freq_entry *e = malloc((size_t)k * sizeof *e);
-        int64_t *ids = malloc((size_t)k * sizeof *ids), *lr = malloc((size_t)k * sizeof *lr);
-        int *rk = malloc((size_t)k * sizeof *rk);
-        uint64_t *cnt = malloc((size_t)k * sizeof *cnt);
-        if (!e || !ids || !lr || !rk || !cnt)
-            st = ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: rank %d of %d: %lld ids", fn, s->rank, s->P, (long long)k);
-        if (st == EMBER_OK) st = ember_freq_top(counts, t, k, e, &n);
-        for (int64_t i = 0; st == EMBER_OK && i < n; i++) {
-            ids[i] = e[i].id;
-            if (ids[i] < 0 || ids[i] >= s->t[t].rows)
-                st = ember__error(EMBER_ERR_INDEX, "%s: rank %d of %d: counted id %lld outside %s (%lld rows)", fn,
-                                  s->rank, s->P, (long long)ids[i], s->t[t].name, (long long)s->t[t].rows);
-        }
-        if (st == EMBER_OK && n) st = ember_plan_locate_many(s->plan, t, ids, n, rk, lr);
-        for (int64_t i = 0; st == EMBER_OK && i < n && m < slots; i++)
-            if (rk[i] == s->rank || rk[i] == EMBER_PLAN_EVERY_RANK) {
-                ids[m] = lr[i];
-                cnt[m++] = e[i].count;
-            }
-        if (st == EMBER_OK && m) st = ember_cache_warmup(s->cache, l, ids, cnt, m);
-        free(e), free(ids), free(lr), free(rk), free(cnt);
+        int64_t slots = ember_cache_slots(s->cache, l), m = 0, *rows = NULL;
+        uint64_t *cnt = NULL;
+        st = local_ranking(s, fn, counts, t, slots * 8 * s->P, &rows, &cnt, &m);
+        if (m > slots) m = slots;
+        if (st == EMBER_OK && m) st = ember_cache_warmup(s->cache, l, rows, cnt, m);
+        free(rows), free(cnt);
     }
     return st;
 }

@@ -28,9 +28,11 @@
  * Re-sharding: the reference's rows and state written into a fresh N-rank model
  * (write_table, each rank keeping its rows) read back bit-exact, and one more step on
  * both gives the same loss (within 2e-6), as resuming a one-process checkpoint on N
- * ranks does; with column slices this carries the state column by column. Errors: a
- * cache with N ranks; minimax without counts (named: set freq); column-wise with
- * rowwise Adagrad (named); a plan kind out of range.
+ * ranks does; with column slices this carries the state column by column. Precision
+ * tiers on each rank's cached shard (run_tiers: hot = 1 bit for bit with untiered
+ * shards, real tiers deterministic and near the reference). Errors: cache tiers by a
+ * budget, or with neither counts nor maps, on N ranks; minimax without counts (named:
+ * set freq); column-wise with rowwise Adagrad (named); a plan kind out of range.
  */
 #include <math.h>
 #include <stdint.h>
@@ -343,6 +345,104 @@ out:
     ember_dlrm_destroy(ref);
 }
 
+/*
+ * Precision tiers on each rank's cached shard through the model (config.cache->tiers with
+ * the counts of the whole tables, as the trainer passes them): row-wise, Adagrad for both
+ * halves, TIER_STEPS steps against the one-process reference, beside the same cached
+ * shards untiered. Every row HOT (hot = 1): the untiered shards' losses, dense parameters,
+ * rows and state bit for bit. hot 0.1, warm 0.3: two runs the same bits; each rank's
+ * store in all three tiers and smaller than f32; every step's loss within TIER_LOSS_TOL
+ * of the reference. Why that tolerance: the loss is BCE (~0.7); dim-4 rows are stored
+ * f16 when WARM or COLD (int8 is no smaller at dim 4), a relative rounding of 2^-11 (5e-4)
+ * of embeddings of ~0.01-0.1, which moves the logits by ~1e-4 through the small MLPs and
+ * the loss by as much; 1e-3 leaves room for that to compound over the steps (observed
+ * 2.5e-4 on 2 ranks, 3e-4 on 4).
+ */
+#define TIER_STEPS 30
+#define TIER_LOSS_TOL 1e-3
+static void run_tiers(ember_comm *w) {
+    ember_freq *f = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = T}, &f));
+    static gbatch b;
+    for (int s = 0; f && s < TIER_STEPS; s++) {
+        make_batch(&b, s);
+        for (int t = 0; t < T; t++) CHECK_OK(ember_freq_add(f, t, b.vals[t], b.f[t].length));
+    }
+    ember_dlrm_config rc = config(NULL, EMBER_PLAN_ROWWISE, EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_OPTIM_ADAGRAD),
+                      mc = config(w, EMBER_PLAN_ROWWISE, EMBER_SPARSE_OPTIM_ADAGRAD, EMBER_OPTIM_ADAGRAD);
+    ember_dlrm *ref = NULL, *m[4] = {NULL, NULL, NULL, NULL};
+    CHECK_OK(ember_dlrm_create(&rc, &ref));
+    CHECK_OK(ember_dlrm_create(&mc, &m[0])); /* resident, for the plan the caches are sized by */
+    int64_t slots = 1;
+    if (m[0]) {
+        for (int s = 0; s < TIER_STEPS; s++) { /* max_unique over this run's steps */
+            make_batch(&b, s);
+            for (int t = 0; t < T; t++) {
+                char seen[64] = {0};
+                int64_t u = 0;
+                for (int64_t k = 0; k < b.f[t].length; k++) {
+                    int rk;
+                    int64_t lr;
+                    CHECK_OK(ember_plan_locate(ember_dlrm_plan(m[0]), t, b.vals[t][k], &rk, &lr));
+                    if (rk == R || rk == EMBER_PLAN_EVERY_RANK) u += !seen[b.vals[t][k]]++;
+                }
+                if (u > slots) slots = u;
+            }
+        }
+        ember_dlrm_destroy(m[0]);
+        m[0] = NULL;
+    }
+    ember_cache_tiers hot1 = {.counts = f, .hot = 1.0, .seed = 5};
+    ember_cache_tiers ti = {.counts = f, .hot = 0.1, .warm = 0.3, .seed = 5};
+    ember_cache_config cc[4];
+    for (int i = 0; i < 4; i++) {
+        cc[i] = (ember_cache_config){.ratio = 0.05, .min_slots = slots, .policy = EMBER_CACHE_POLICY_LFU,
+                                     .tiers = i == 0 ? NULL : i == 1 ? &hot1 : &ti};
+        mc.cache = &cc[i];
+        CHECK_OK(ember_dlrm_create(&mc, &m[i]));
+    }
+    if (!ref || !m[0] || !m[1] || !m[2] || !m[3]) goto out;
+    double worst = 0;
+    for (int s = 0; s < TIER_STEPS; s++) {
+        make_batch(&b, s);
+        float l0 = 0, l[4] = {0};
+        CHECK_OK(ember_dlrm_train_step(ref, b.dense, &b.j, b.labels, &l0));
+        for (int i = 0; i < 4; i++)
+            CHECK_OK(ember_dlrm_train_step(m[i], b.dense + (int64_t)R * BL * ND, &b.lj, b.labels + (int64_t)R * BL,
+                                           &l[i]));
+        CHECK_NEAR(l[0], l0, 2e-6);
+        CHECK(memcmp(&l[1], &l[0], sizeof l[0]) == 0);
+        CHECK(memcmp(&l[3], &l[2], sizeof l[0]) == 0);
+        CHECK_NEAR(l[2], l0, TIER_LOSS_TOL);
+        if (fabs(l[2] - l0) > worst) worst = fabs(l[2] - l0);
+    }
+    int64_t n0, n1, n2, n3;
+    float *p0 = dense_params(m[0], &n0), *p1 = dense_params(m[1], &n1);
+    float *p2 = dense_params(m[2], &n2), *p3 = dense_params(m[3], &n3);
+    CHECK(n1 == n0 && memcmp(p1, p0, (size_t)n0 * sizeof *p0) == 0);
+    CHECK(n3 == n2 && memcmp(p3, p2, (size_t)n2 * sizeof *p2) == 0);
+    free(p0), free(p1), free(p2), free(p3);
+    same_shards(m[1], m[0]);
+    same_shards(m[3], m[2]);
+    ember_cache_stats cs = {0};
+    CHECK(ember_dlrm_cache(m[2]) != NULL); /* row-wise: every rank holds rows of every table */
+    if (ember_dlrm_cache(m[2])) CHECK_OK(ember_cache_get_stats(ember_dlrm_cache(m[2]), &cs));
+    CHECK(cs.tier_rows[EMBER_CACHE_TIER_HOT] > 0 && cs.tier_rows[EMBER_CACHE_TIER_WARM] > 0 &&
+          cs.tier_rows[EMBER_CACHE_TIER_COLD] > 0);
+    CHECK(cs.store_bytes > 0 && cs.store_bytes < cs.store_f32_bytes);
+    if (R == 0)
+        printf("rowwise plan, adagrad, cached shards with tiers: hot = 1 equals untiered bit for bit; hot 0.1 warm "
+               "0.3: two runs the same bits, %d steps within %.3g of one process's loss; rank 0's store %lld hot "
+               "%lld warm %lld cold rows, %lld bytes vs %lld as f32\n",
+               TIER_STEPS, worst, (long long)cs.tier_rows[EMBER_CACHE_TIER_HOT],
+               (long long)cs.tier_rows[EMBER_CACHE_TIER_WARM], (long long)cs.tier_rows[EMBER_CACHE_TIER_COLD],
+               (long long)cs.store_bytes, (long long)cs.store_f32_bytes);
+out:
+    for (int i = 0; i < 4; i++) ember_dlrm_destroy(m[i]);
+    ember_dlrm_destroy(ref);
+    ember_freq_destroy(f);
+}
+
 static void test_errors(ember_comm *w) {
     ember_dlrm *m = NULL;
     /* minimax without counts: named, what to give */
@@ -359,13 +459,20 @@ static void test_errors(ember_comm *w) {
     CHECK_STATUS(ember_dlrm_create(&c, &m), EMBER_ERR_INVALID_ARGUMENT);
     CHECK(strstr(ember_last_error(), "is not an ember_plan_kind") != NULL);
     c = config(w, EMBER_PLAN_TABLEWISE, EMBER_SPARSE_OPTIM_SGD, EMBER_OPTIM_SGD);
-    /* precision tiers rank a whole table's rows: not for shards, refused on every rank */
-    ember_cache_tiers tiers = {.hot = 0.5};
+    /* precision tiers under a byte budget: not on shards (fractions are), refused on every
+       rank; tiers without counts or maps: named */
+    ember_freq *f = count_batches(0);
+    ember_cache_tiers tiers = {.counts = f, .budget = 1 << 20};
     ember_cache_config cc = {.ratio = 0.5, .tiers = &tiers};
     c.cache = &cc;
     CHECK_STATUS(ember_dlrm_create(&c, &m), EMBER_ERR_UNSUPPORTED);
-    CHECK(strstr(ember_last_error(), "precision tiers of a cached shard are not supported") != NULL);
+    CHECK(strstr(ember_last_error(), "a byte budget is not supported on shards") != NULL);
     CHECK(m == NULL);
+    tiers = (ember_cache_tiers){.hot = 0.5};
+    CHECK_STATUS(ember_dlrm_create(&c, &m), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "tiers: give either maps") != NULL);
+    CHECK(m == NULL);
+    ember_freq_destroy(f);
     /* a cache that cannot be made on one rank (an LMDB store that must exist, missing on
        the last rank only): that rank names it, the others name that rank, none hangs */
     char dir[64];
@@ -427,6 +534,7 @@ int main(void) {
     }
     ember_freq_destroy(counted);
     ember_freq_destroy(boosted);
+    run_tiers(w);
     test_errors(w);
     ember_comm_destroy(w);
     return check_summary();

@@ -35,6 +35,13 @@
  * from counts of the run's ids (ember_sharded_ebc_warmup_counts: rows loaded, nothing
  * changed). Inference: a forward with no backward, then rows read, then a training
  * step, still equal to the resident twin; so is a step whose bags are all empty.
+ *
+ * Precision tiers per rank (run_tiers: row-wise, minimax with replicated rows,
+ * column-wise): each rank's cached shard tiered by its own counts over 60 steps; every
+ * row HOT equals untiered caches bit for bit, two tiered runs equal each other, each
+ * rank's store holds all three tiers as ranked and fewer bytes than f32, and training
+ * stays near f32 (tolerances and why at run_tiers). Tier maps of the whole tables land
+ * on the right local rows; bad tier configs fail alike on every rank (test_tier_maps).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -194,11 +201,11 @@ static double tol_rows(ember_plan_kind k) {
 }
 
 /* The most distinct ids of one table that this rank's shard serves in one step of the
-   run (rows it owns or that every rank holds, asked by any rank): slots enough for its
-   batches, so a cache this small evicts yet never runs out. */
-static int64_t max_unique(const ember_plan *plan) {
+   run of `steps` steps (rows it owns or that every rank holds, asked by any rank): slots
+   enough for its batches, so a cache this small evicts yet never runs out. */
+static int64_t max_unique(const ember_plan *plan, int steps) {
     int64_t best = 1;
-    for (int step = 0; step < STEPS + 1; step++) {
+    for (int step = 0; step < steps + 1; step++) {
         batch g;
         make_global(&g, step);
         for (int t = 0; t < T; t++) {
@@ -241,7 +248,7 @@ static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, embe
     if (plan && R == 0 && getenv("EMBER_TEST_VERBOSE")) ember_plan_write_text(plan, 4, stdout);
     if (!plan) return;
     ember_sparse_optim_config oc = {.type = opt};
-    ember_cache_config cc = {.ratio = 0.05, .min_slots = max_unique(plan), .policy = EMBER_CACHE_POLICY_LFU};
+    ember_cache_config cc = {.ratio = 0.05, .min_slots = max_unique(plan, STEPS), .policy = EMBER_CACHE_POLICY_LFU};
     ember_sharded_ebc *s = NULL, *res = NULL; /* res: the resident twin of a cached s */
     CHECK_OK(ember_sharded_ebc_create(w, &(ember_sharded_ebc_config){.plan = plan, .num_tables = T, .tables = TABLES,
                                                                      .optim = oc, .cache = cached ? &cc : NULL},
@@ -437,6 +444,310 @@ static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, embe
     ember_plan_destroy(plan);
 }
 
+/* ---- precision tiers per rank ---- */
+
+#define TSTEPS 60 /* many steps: rows evicted, written back and recompressed again and again */
+#define THOT 0.1
+#define TWARM 0.3
+
+/* Counts of the tier runs' global batches (the training data, whole tables): the same on
+   every rank. */
+static ember_freq *tier_counts(void) {
+    ember_freq *f = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = T}, &f));
+    for (int step = 0; f && step < TSTEPS; step++) {
+        batch g;
+        make_global(&g, step);
+        for (int t = 0; t < T; t++) CHECK_OK(ember_freq_add(f, t, g.vals[t], g.f[t].length));
+        batch_free(&g);
+    }
+    return f;
+}
+
+/* TSTEPS steps on the loss of a collection behind caches of `slots` slots with tiers ti
+   (NULL: none), warmed from f: loss[k] the global loss of step k (the ranks' sums added in
+   rank order), outs this rank's forward outputs, (TSTEPS, MAXB, D). The collection, or NULL. */
+static ember_sharded_ebc *tier_run(ember_comm *w, const ember_plan *plan, ember_sparse_optim opt, int64_t slots,
+                                   const ember_freq *f, const ember_cache_tiers *ti, double *loss, float *outs) {
+    ember_cache_config cc = {.ratio = 0.05, .min_slots = slots, .policy = EMBER_CACHE_POLICY_LFU, .tiers = ti};
+    ember_sharded_ebc *s = NULL;
+    CHECK_OK(ember_sharded_ebc_create(w, &(ember_sharded_ebc_config){.plan = plan, .num_tables = T, .tables = TABLES,
+                                                                     .optim = {.type = opt}, .cache = &cc},
+                                      &s));
+    if (!s) return NULL;
+    ember_rng rng = {.seed = 7};
+    CHECK_OK(ember_sharded_ebc_init_uniform(s, &rng, -0.1f, 0.1f));
+    CHECK_OK(ember_sharded_ebc_warmup_counts(s, f));
+    const int64_t D = ember_sharded_ebc_output_dim(s), B = batch_of(R), f0 = first_of(R), BG = first_of(N);
+    ember_tensor *out = mat(B, D), *dout = mat(B, D);
+    for (int step = 0; step < TSTEPS; step++) {
+        batch lb;
+        make_local(&lb, step, R);
+        CHECK_OK(ember_sharded_ebc_forward(s, &lb.j, out, NULL));
+        float *o = ember_tensor_data(out), *d = ember_tensor_data(dout);
+        const float inv = 1.0f / (float)BG;
+        double sq = 0, all[64];
+        for (int64_t b = 0; b < B; b++)
+            for (int j = 0; j < D; j++) {
+                float e = o[b * D + j] - target(step, f0 + b, j);
+                sq += (double)e * (double)e;
+                d[b * D + j] = e * inv * (float)N;
+            }
+        CHECK_OK(ember_comm_all_gather(w, &sq, all, 1, EMBER_DTYPE_I64, NULL)); /* the doubles' bits */
+        loss[step] = 0;
+        for (int r = 0; r < N; r++) loss[step] += all[r];
+        loss[step] /= 2.0 * (double)BG;
+        memcpy(outs + (size_t)step * MAXB * (size_t)D, o, (size_t)(B * D) * 4);
+        CHECK_OK(ember_sharded_ebc_backward(s, dout, &(ember_ebc_call){.lr = 0.1f}));
+        batch_free(&lb);
+    }
+    ember_tensor_destroy(out);
+    ember_tensor_destroy(dout);
+    return s;
+}
+
+/* The whole tables of two collections: max |a - b|, and the mean into *mean. */
+static double tables_diff(ember_sharded_ebc *a, ember_sharded_ebc *b, double *mean) {
+    double m = 0, sum = 0;
+    int64_t count = 0;
+    for (int t = 0; t < T; t++) {
+        int64_t n = TABLES[t].rows * TABLES[t].dim;
+        float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4);
+        CHECK_OK(ember_sharded_ebc_read_rows(a, t, 0, TABLES[t].rows, x));
+        CHECK_OK(ember_sharded_ebc_read_rows(b, t, 0, TABLES[t].rows, y));
+        double d = maxdiff(x, y, n);
+        if (d > m) m = d;
+        for (int64_t i = 0; i < n; i++) sum += fabs((double)x[i] - (double)y[i]);
+        count += n;
+        free(x), free(y);
+    }
+    *mean = sum / (double)count;
+    return m;
+}
+
+static int64_t tfrac(double f, int64_t rows) {
+    int64_t x = (int64_t)ceil(f * (double)rows - 1e-9);
+    return x < 0 ? 0 : x > rows ? rows : x;
+}
+
+/* Each rank's tiers of its own rows, by its own counts: per f32 table, HOT the first
+   ceil(THOT x rows held) (at least the replicated rows), then ceil(TWARM x rows held)
+   WARM, the rest COLD; every HOT row counted at least as often as every WARM row, and
+   every WARM row as every COLD one (replicated rows aside: HOT whatever their count).
+   The f16 table all HOT. */
+static void check_tier_ranking(ember_sharded_ebc *s, const ember_plan *plan, const ember_freq *f) {
+    ember_cache *c = ember_sharded_ebc_cache(s);
+    for (int t = 0; c && t < T; t++) {
+        int l = ember_sharded_ebc_local_table(s, t);
+        if (l < 0) continue;
+        ember_plan_shard sh;
+        CHECK_OK(ember_plan_get_shard(plan, t, R, &sh));
+        int64_t rows = sh.local_rows, rep = sh.replicated_rows, have[EMBER_CACHE_TIER_COUNT] = {0};
+        for (int64_t r = 0; r < rows; r++) {
+            ember_cache_tier k = EMBER_CACHE_TIER_COUNT;
+            CHECK_OK(ember_cache_get_row_tier(c, l, r, &k));
+            if (k < EMBER_CACHE_TIER_COUNT) have[k]++;
+        }
+        if (TABLES[t].format != EMBER_ROW_FORMAT_F32) {
+            CHECK_EQ_INT(have[EMBER_CACHE_TIER_HOT], rows);
+            continue;
+        }
+        int64_t nh = tfrac(THOT, rows), nw = tfrac(TWARM, rows);
+        if (nh + nw > rows) nw = rows - nh;
+        int64_t hot = nh > rep ? nh : rep, warm = nh + nw - hot > 0 ? nh + nw - hot : 0;
+        CHECK_EQ_INT(have[EMBER_CACHE_TIER_HOT], hot);
+        CHECK_EQ_INT(have[EMBER_CACHE_TIER_WARM], warm);
+        CHECK_EQ_INT(have[EMBER_CACHE_TIER_COLD], rows - hot - warm);
+        uint64_t lo[EMBER_CACHE_TIER_COUNT] = {UINT64_MAX, UINT64_MAX, UINT64_MAX}, hi[EMBER_CACHE_TIER_COUNT] = {0};
+        for (int64_t id = 0; id < TABLES[t].rows; id++) {
+            int rk;
+            int64_t lr;
+            CHECK_OK(ember_plan_locate(plan, t, id, &rk, &lr));
+            if ((rk != R && rk != EMBER_PLAN_EVERY_RANK) || lr < rep) continue;
+            ember_cache_tier k = EMBER_CACHE_TIER_COUNT;
+            CHECK_OK(ember_cache_get_row_tier(c, l, lr, &k));
+            if (k >= EMBER_CACHE_TIER_COUNT) continue;
+            uint64_t n = ember_freq_count(f, t, id);
+            if (n < lo[k]) lo[k] = n;
+            if (n > hi[k]) hi[k] = n;
+        }
+        CHECK(hi[EMBER_CACHE_TIER_WARM] <= lo[EMBER_CACHE_TIER_HOT]);
+        CHECK(hi[EMBER_CACHE_TIER_COLD] <= lo[EMBER_CACHE_TIER_WARM]);
+        CHECK(hi[EMBER_CACHE_TIER_COLD] <= lo[EMBER_CACHE_TIER_HOT]);
+    }
+}
+
+/*
+ * Precision tiers on every rank's cached shard, ranked by the rank's own counts (the
+ * counts of the whole run, which also warm the caches). Four runs of TSTEPS steps on the
+ * loss: untiered caches (f32), tiers with every row HOT (hot = 1), and two identical runs
+ * with hot THOT and warm TWARM. Checks: hot = 1 gives the f32 run's outputs, losses, rows
+ * and state bit for bit; the two tiered runs give each other's bits (seeded rounding, no
+ * look-ahead); each rank's store has rows in all three tiers, laid out as ranked
+ * (check_tier_ranking), and fewer bytes than as f32; the tiered loss stays within
+ * LOSS_TOL (relative) of the f32 run's at every step, and the trained rows within
+ * ROW_MEAN_TOL on average and ROW_TOL everywhere.
+ *
+ * Tolerances. Weights start in [-0.1, 0.1]; a WARM row is rounded to f16 (relative 2^-11,
+ * about 5e-5 here), a COLD row of dim 16 to int8 over its range (0.2 / 255, about 8e-4
+ * per element; rows of dim 8 or less stay f16), stochastically (unbiased), each time it
+ * is written back. A bag sums at most 4 rows, so an output element moves by at most
+ * 4 x 8e-4 ~ 3e-3 per rounding, against residuals (output - target) of ~0.1: the loss
+ * (their mean square) by a few percent at most, LOSS_TOL 5% relative (observed at most
+ * 0.8%, on 2 ranks row-wise). Rows: what the store holds is rounded by up to one int8
+ * step, so ROW_MEAN_TOL is one step, 1e-3 (observed at most 2e-4). The largest single
+ * difference is Adagrad's: its step is lr x g / sqrt(sum g^2), about lr whatever |g|, so
+ * a gradient near 0 whose sign a rounding flips moves that element by up to lr (0.1) the
+ * other way; ROW_TOL is lr (observed at most 0.036; SGD's 3e-4). The one-process tier
+ * test (test_cache.c, test_tiers_determinism) reasons the same way for Adam.
+ */
+#define LOSS_TOL 0.05
+#define ROW_TOL 0.1
+#define ROW_MEAN_TOL 1e-3
+static void run_tiers(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, ember_sparse_optim opt) {
+    ember_plan *plan = make_plan(kind, N, rep_bytes);
+    ember_freq *f = tier_counts();
+    if (!plan || !f) {
+        ember_plan_destroy(plan);
+        ember_freq_destroy(f);
+        return;
+    }
+    const int64_t slots = max_unique(plan, TSTEPS), D = 8 + 16 + 4;
+    const size_t nout = (size_t)TSTEPS * MAXB * (size_t)D;
+    double loss[4][TSTEPS];
+    float *outs[4];
+    for (int i = 0; i < 4; i++) outs[i] = calloc(nout, 4);
+    ember_cache_tiers all_hot = {.counts = f, .hot = 1.0, .seed = 7};
+    ember_cache_tiers tiers = {.counts = f, .hot = THOT, .warm = TWARM, .seed = 7};
+    ember_sharded_ebc *s[4] = {tier_run(w, plan, opt, slots, f, NULL, loss[0], outs[0]),
+                               tier_run(w, plan, opt, slots, f, &all_hot, loss[1], outs[1]),
+                               tier_run(w, plan, opt, slots, f, &tiers, loss[2], outs[2]),
+                               tier_run(w, plan, opt, slots, f, &tiers, loss[3], outs[3])};
+    if (s[0] && s[1] && s[2] && s[3]) {
+        const int with_state = opt != EMBER_SPARSE_OPTIM_SGD;
+        /* every row HOT: the f32 run, bit for bit */
+        CHECK(memcmp(outs[1], outs[0], nout * 4) == 0);
+        CHECK(memcmp(loss[1], loss[0], sizeof loss[0]) == 0);
+        check_same_shards(s[1], s[0], plan, with_state);
+        /* the same tiers and seed twice: the same bits */
+        CHECK(memcmp(outs[3], outs[2], nout * 4) == 0);
+        CHECK(memcmp(loss[3], loss[2], sizeof loss[0]) == 0);
+        check_same_shards(s[3], s[2], plan, with_state);
+        /* this rank's store: all three tiers, ranked by its counts, smaller than f32 */
+        check_tier_ranking(s[2], plan, f);
+        ember_cache_stats cs = {0};
+        CHECK(ember_sharded_ebc_cache(s[2]) != NULL); /* every rank holds rows of these plans */
+        if (ember_sharded_ebc_cache(s[2])) CHECK_OK(ember_cache_get_stats(ember_sharded_ebc_cache(s[2]), &cs));
+        CHECK(cs.tier_rows[EMBER_CACHE_TIER_HOT] > 0 && cs.tier_rows[EMBER_CACHE_TIER_WARM] > 0 &&
+              cs.tier_rows[EMBER_CACHE_TIER_COLD] > 0);
+        CHECK(cs.store_bytes > 0 && cs.store_bytes < cs.store_f32_bytes);
+        int64_t ev[2] = {cs.evictions, 0};
+        CHECK_OK(ember_comm_all_reduce(w, ev, ev + 1, 1, EMBER_DTYPE_I64, EMBER_REDUCE_SUM, NULL));
+        CHECK(ev[1] > 0);
+        if (getenv("EMBER_TEST_VERBOSE"))
+            fprintf(stderr, "rank %d: tiers %lld hot %lld warm %lld cold rows, store %lld bytes vs %lld as f32\n", R,
+                    (long long)cs.tier_rows[EMBER_CACHE_TIER_HOT], (long long)cs.tier_rows[EMBER_CACHE_TIER_WARM],
+                    (long long)cs.tier_rows[EMBER_CACHE_TIER_COLD], (long long)cs.store_bytes,
+                    (long long)cs.store_f32_bytes);
+        /* near f32 training over the whole run */
+        double worst = 0;
+        for (int k = 0; k < TSTEPS; k++) {
+            double rel = fabs(loss[2][k] - loss[0][k]) / loss[0][k];
+            if (rel > worst) worst = rel;
+        }
+        double mean = 0, rows = tables_diff(s[2], s[0], &mean);
+        CHECK(worst <= LOSS_TOL);
+        CHECK(rows > 0 && rows <= ROW_TOL);
+        CHECK(mean <= ROW_MEAN_TOL);
+        if (R == 0)
+            printf("sharded %-10s %-8s tiers ranks %d: hot = 1 equals f32 bit for bit; hot %.2f warm %.2f: two runs "
+                   "the same bits, %d steps within %.3g of f32's loss (relative), rows within %.3g (mean %.3g)\n",
+                   ember_plan_kind_name(kind), ember_sparse_optim_name(opt), N, THOT, TWARM, TSTEPS, worst, rows,
+                   mean);
+    }
+    for (int i = 0; i < 4; i++) {
+        ember_sharded_ebc_destroy(s[i]);
+        free(outs[i]);
+    }
+    ember_freq_destroy(f);
+    ember_plan_destroy(plan);
+}
+
+/* Tiers given row by row over the whole tables: each rank's rows take their ids' tiers,
+   replicated rows HOT, holes COLD. Bad tier configs: refused alike on every rank. */
+static void test_tier_maps(ember_comm *w) {
+    ember_plan *plan = make_plan(EMBER_PLAN_MINIMAX, N, (size_t)1 << 20);
+    if (!plan) return;
+    uint8_t *m[T] = {NULL};
+    ember_cache_tier_map maps[T] = {{0}};
+    for (int t = 0; t < 2; t++) { /* the f32 tables; the f16 one all HOT */
+        m[t] = malloc((size_t)TABLES[t].rows);
+        for (int64_t id = 0; id < TABLES[t].rows; id++) m[t][id] = (uint8_t)((id * 7 + t) % 3);
+        maps[t] = (ember_cache_tier_map){.tier = m[t], .rows = TABLES[t].rows};
+    }
+    ember_cache_tiers ti = {.maps = maps, .seed = 3};
+    ember_cache_config cc = {.ratio = 0.5, .tiers = &ti};
+    ember_sharded_ebc_config sc = {.plan = plan, .num_tables = T, .tables = TABLES,
+                                   .optim = {.type = EMBER_SPARSE_OPTIM_ADAGRAD}, .cache = &cc};
+    ember_sharded_ebc *s = NULL;
+    CHECK_OK(ember_sharded_ebc_create(w, &sc, &s));
+    ember_cache *c = ember_sharded_ebc_cache(s);
+    for (int t = 0; c && t < T; t++) {
+        int l = ember_sharded_ebc_local_table(s, t);
+        if (l < 0) continue;
+        ember_plan_shard sh;
+        CHECK_OK(ember_plan_get_shard(plan, t, R, &sh));
+        char *seen = calloc((size_t)sh.local_rows, 1);
+        for (int64_t id = 0; id < TABLES[t].rows; id++) {
+            int rk;
+            int64_t lr;
+            CHECK_OK(ember_plan_locate(plan, t, id, &rk, &lr));
+            if (rk != R && rk != EMBER_PLAN_EVERY_RANK) continue;
+            seen[lr] = 1;
+            ember_cache_tier k = EMBER_CACHE_TIER_COUNT;
+            CHECK_OK(ember_cache_get_row_tier(c, l, lr, &k));
+            CHECK_EQ_INT(k, lr < sh.replicated_rows || !m[t] ? EMBER_CACHE_TIER_HOT : m[t][id]);
+        }
+        for (int64_t r = 0; r < sh.local_rows; r++) {
+            if (seen[r]) continue;
+            ember_cache_tier k = EMBER_CACHE_TIER_COUNT;
+            CHECK_OK(ember_cache_get_row_tier(c, l, r, &k));
+            CHECK_EQ_INT(k, m[t] ? EMBER_CACHE_TIER_COLD : EMBER_CACHE_TIER_HOT);
+        }
+        free(seen);
+    }
+    ember_sharded_ebc_destroy(s);
+    s = NULL;
+    /* refused on every rank, each naming itself */
+    char rank_is[32];
+    snprintf(rank_is, sizeof rank_is, "rank %d of %d", R, N);
+    ember_freq *f = tier_counts(), *f2 = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = 2}, &f2));
+    ti = (ember_cache_tiers){.counts = f, .budget = 4096};
+    CHECK_STATUS(ember_sharded_ebc_create(w, &sc, &s), EMBER_ERR_UNSUPPORTED);
+    CHECK(strstr(ember_last_error(), "a byte budget is not supported on shards") != NULL);
+    CHECK(strstr(ember_last_error(), rank_is) != NULL);
+    ti = (ember_cache_tiers){.hot = 0.5};
+    CHECK_STATUS(ember_sharded_ebc_create(w, &sc, &s), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "give either maps") != NULL);
+    ti = (ember_cache_tiers){.counts = f, .hot = 0.7, .warm = 0.5};
+    CHECK_STATUS(ember_sharded_ebc_create(w, &sc, &s), EMBER_ERR_INVALID_ARGUMENT);
+    ti = (ember_cache_tiers){.counts = f2, .hot = 0.5};
+    CHECK_STATUS(ember_sharded_ebc_create(w, &sc, &s), EMBER_ERR_SHAPE);
+    m[2] = calloc((size_t)TABLES[2].rows, 1);
+    m[2][5] = EMBER_CACHE_TIER_WARM;
+    maps[2] = (ember_cache_tier_map){.tier = m[2], .rows = TABLES[2].rows};
+    ti = (ember_cache_tiers){.maps = maps};
+    CHECK_STATUS(ember_sharded_ebc_create(w, &sc, &s), EMBER_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(ember_last_error(), "maps[2].tier[5] = 1 is not HOT in a table that is not f32") != NULL);
+    CHECK(s == NULL);
+    CHECK(!ember_comm_is_broken(w));
+    for (int t = 0; t < T; t++) free(m[t]);
+    ember_freq_destroy(f);
+    ember_freq_destroy(f2);
+    ember_plan_destroy(plan);
+}
+
 static void test_errors(ember_comm *w) {
     ember_plan *plan = make_plan(EMBER_PLAN_ROWWISE, N, 0);
     ember_sharded_ebc *s = NULL;
@@ -506,6 +817,12 @@ int main(void) {
     /* each shard behind its own cache: SGD and Adagrad, every plan */
     for (int k = 0; k < 5; k++)
         for (int o = 0; o < 2; o++) run_case(w, kinds[k], rep_bytes[k], opts[o], 0, 1);
+    /* precision tiers on each rank's cached shard: row ranges and minimax with replicated
+       rows under Adagrad (its state tiered with its row), column slices under SGD */
+    run_tiers(w, EMBER_PLAN_ROWWISE, 192, EMBER_SPARSE_OPTIM_ADAGRAD);
+    run_tiers(w, EMBER_PLAN_MINIMAX, (size_t)1 << 20, EMBER_SPARSE_OPTIM_ADAGRAD);
+    run_tiers(w, EMBER_PLAN_COLUMNWISE, 192, EMBER_SPARSE_OPTIM_SGD);
+    test_tier_maps(w);
     test_errors(w);
     ember_comm_destroy(w);
     return check_summary();

@@ -1141,7 +1141,11 @@ static ember_status load_tables(ember_trainer *t, const char *dir, const char *m
 static ember_status cache_stats_ranks(ember_trainer *t, ember_cache_stats *s) {
     int64_t *f[] = {&s->lookups, &s->hits, &s->unique, &s->unique_hits, &s->evictions, &s->writebacks,
                     &s->protected_evictions, &s->generated, &s->host_hits, &s->host_misses, &s->slots,
-                    &s->slots_used, &s->dirty, &s->slot_bytes, &s->meta_bytes, &s->store_bytes, &s->store_f32_bytes};
+                    &s->slots_used, &s->dirty, &s->slot_bytes, &s->meta_bytes, &s->store_bytes, &s->store_f32_bytes,
+                    /* each rank's precision tiers, over its own rows */
+                    &s->tier_rows[EMBER_CACHE_TIER_HOT], &s->tier_rows[EMBER_CACHE_TIER_WARM],
+                    &s->tier_rows[EMBER_CACHE_TIER_COLD], &s->tier_bytes[EMBER_CACHE_TIER_HOT],
+                    &s->tier_bytes[EMBER_CACHE_TIER_WARM], &s->tier_bytes[EMBER_CACHE_TIER_COLD]};
     enum { NF = sizeof f / sizeof *f, NL = EMBER_CACHE_LINK_COUNT };
     int64_t v[NF + 2 * NL];
     for (int i = 0; i < NF; i++) v[i] = *f[i];
@@ -1342,12 +1346,6 @@ ember_status ember_trainer_create(const ember_train_config *cfg, ember_train_log
             st = ember__error(EMBER_ERR_INVALID_ARGUMENT,
                               "%s: batch %lld is the global batch and must be a multiple of the %d ranks", fn,
                               (long long)cfg->batch, t->world);
-        else if (cfg->tier_hot > 0 || cfg->tier_warm > 0)
-            /* each rank's shard is cached (cache-ratio), but tiers rank a whole table's rows */
-            st = ember__error(EMBER_ERR_UNSUPPORTED,
-                              "%s: rank %d of %d: %s: precision tiers are not supported on tables sharded over "
-                              "ranks (each rank's shard is cached without tiers; tiers need one process)",
-                              fn, t->rank, t->world, cfg->tier_hot > 0 ? "tier-hot" : "tier-warm");
         t->lb = cfg->batch / t->world;
     }
     if (st == EMBER_OK && cfg->checkpoint_dir[0] && !cfg->resume) st = mkdirs(cfg->checkpoint_dir);

@@ -66,6 +66,8 @@
  * (ember/parallel.h "Cached shards": the config over the shard's rows, an LMDB store
  * per rank in path/rankRRRR, no look-ahead, so ember_dlrm_submit is a no-op), and the
  * training equals the resident shards' bit for bit; ember_dlrm_cache is this rank's.
+ * The cache's precision tiers tier each rank's own rows (ember/parallel.h "Precision
+ * tiers per rank"): then training is within rounding of the untiered shards.
  *
  * The plan is built from config.freq, the tables' lookup counts (`ember count`,
  * ember_freq_load): minimax needs them (its hot rows go one by one to the least loaded
@@ -197,7 +199,8 @@ typedef struct ember_dlrm ember_dlrm;
  *         emb_dim, batch or table_rows unset or < 1, interaction out of range, dcn_layers
  *         or dcn_rank negative or set without EMBER_DLRM_DCN, table_dims[t] < 1; on N
  *         ranks a plan kind out of range, or MINIMAX without freq;
- *         EMBER_ERR_UNSUPPORTED: offload, or cache tiers, on N ranks; COLUMNWISE with rowwise
+ *         EMBER_ERR_UNSUPPORTED: offload, or cache tiers by a budget, on N ranks (tiers by
+ *         fractions or maps tier each rank's shard: ember/parallel.h); COLUMNWISE with rowwise
  *         Adagrad, max_grad_norm or int8-rowwise rows;
  *         EMBER_ERR_SHAPE: with a dot interaction, table_dims[t] or the bottom MLP's last
  *         size other than emb_dim; the top MLP not ending with 1; EMBER_ERR_OUT_OF_MEMORY;

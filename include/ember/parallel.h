@@ -565,13 +565,30 @@ const char *ember_ddp_param_name(const ember_ddp *d, int i);
  * to the cache's slot collection; the prepared batch is held until backward, which
  * updates the slots and releases it dirty (replicated rows go through as a second,
  * small batch). Nothing else changes, and training through the caches equals training
- * with resident shards bit for bit, at any ratio and policy. The caches get no
+ * with resident shards bit for bit, at any ratio and policy (tiers, below, round by
+ * design). The caches get no
  * look-ahead (lookahead is set to 0): the ids of a batch reach their owner only in its
  * forward's exchange. With the LMDB store each rank's store is the directory
  * path/rankRRRR (path is created when missing, unless open is OPEN_EXISTING); the
- * stores hold local rows, so they reopen only under the same plan. Precision tiers are
- * refused (EMBER_ERR_UNSUPPORTED). A forward that no backward follows (inference)
- * leaves its batch held until the next forward or row access, which gives it back.
+ * stores hold local rows, so they reopen only under the same plan. A forward that no
+ * backward follows (inference) leaves its batch held until the next forward or row
+ * access, which gives it back.
+ *
+ * Precision tiers per rank (cache->tiers over the host store; DESIGN.md section 4, stage
+ * 2 on each device). The tiers are given as for one process, over the whole tables, and
+ * each rank tiers the rows it holds: with counts (lookups of the whole tables, table t =
+ * table t) and the fractions hot and warm, the rank's rows are ranked by their own counts
+ * (the mapping ember_sharded_ebc_warmup_counts uses: counted ids this rank holds, count
+ * descending, ties in increasing id; then rows never counted, in increasing local row),
+ * and the first ceil(hot x rows held) of each table are HOT, the next ceil(warm x rows
+ * held) WARM, the rest COLD; with maps (of the whole tables' rows), each held row takes its
+ * id's tier. Replicated rows (minimax) are always HOT: every rank steps its copy alike,
+ * and only uncompressed copies stay equal. A row slot that no id of the rank maps to (a
+ * hole of a minimax range) is COLD under maps. Rounding is the caller's; the stochastic
+ * rounding of rank r is keyed by seed ^ r, distinct per rank and the same every run, so
+ * a run is deterministic at a given world size (the caches have no look-ahead). With
+ * every row HOT (hot = 1) training equals untiered cached shards bit for bit. A byte
+ * budget (tiers->budget) is not supported on shards (EMBER_ERR_UNSUPPORTED).
  */
 
 typedef struct ember_sharded_ebc ember_sharded_ebc;
@@ -592,7 +609,9 @@ typedef struct ember_sharded_ebc_config {
        Its collection field is replaced by the shard's tables and optim; slots and
        host_rows, when given, have one entry per table of the whole collection (capped
        at the rows a rank holds); mm NULL: the mm above; lookahead is taken as 0; path
-       (LMDB) is the parent of the ranks' stores. Read at creation, not kept. */
+       (LMDB) is the parent of the ranks' stores; tiers (counts or maps) are of the whole
+       tables, each rank tiering its own rows (see "Precision tiers per rank"). Read at
+       creation, not kept. */
     const struct ember_cache_config *cache;
 } ember_sharded_ebc_config;
 
@@ -604,8 +623,13 @@ typedef struct ember_sharded_ebc_config {
  * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULLs, grad_scale, a world that is not
  *         the communicator's size, bad table configs as ember_ebc_create); EMBER_ERR_SHAPE
  *         (tables that do not match the plan, or ranks whose plans differ);
- *         EMBER_ERR_OUT_OF_MEMORY; EMBER_ERR_UNSUPPORTED (cache tiers); the errors of
- *         ember_cache_create, naming the rank; the communicator's failures.
+ *         EMBER_ERR_OUT_OF_MEMORY; the errors of ember_cache_create, naming the rank; the
+ *         communicator's failures. Cache tiers (every rank alike): EMBER_ERR_UNSUPPORTED
+ *         (a budget); EMBER_ERR_INVALID_ARGUMENT (none or both of maps and counts, hot or
+ *         warm with maps, fractions outside [0, 1] or summing over 1, a bad rounding, a
+ *         map of another length, with a bad tier, or not HOT in a table that is not f32);
+ *         EMBER_ERR_SHAPE (counts of another number of tables); EMBER_ERR_INDEX (a
+ *         counted id outside its table).
  */
 ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_config *cfg,
                                       ember_sharded_ebc **out);

@@ -50,10 +50,11 @@
  * shards"), which changes the memory, never the results; the shards' caches prepare each
  * batch when its ids arrive in the step's exchange, so lookahead does not apply to them.
  * `lmdb` gives each rank a store of its own, lmdb/rankRRRR; `warmup` warms each rank's
- * cache with the hottest rows it holds (and feeds plan minimax or auto); tiers are refused
- * (EMBER_ERR_UNSUPPORTED: they need one process). Evaluation: each rank scores its slice
- * of every held-out batch, the probabilities and labels are gathered in global order and
- * every rank computes the same metrics. Rank 0 writes the metrics file and predictions.
+ * cache with the hottest rows it holds (and feeds plan minimax or auto); tier-hot and
+ * tier-warm split the rows each rank holds by that rank's own counts (below).
+ * Evaluation: each rank scores its slice of every held-out batch, the probabilities and
+ * labels are gathered in global order and every rank computes the same metrics. Rank 0
+ * writes the metrics file and predictions.
  * A checkpoint is written per rank: every rank writes the rows it holds with their state
  * (tableTT.rankRRRR.safetensors, or with lmdb its store's durable commit), then rank 0 the
  * plan (plan.bin), model.safetensors, train.conf and last the MANIFEST, which names the
@@ -71,9 +72,14 @@
  * of each table's rows as f32 records, the next tier-warm as f16 and the rest
  * int8-rowwise, ranked by the `warmup` counts (`ember count -o FILE`), which are then
  * required: without them ember_train_config_validate fails naming `warmup`. Tiers need
- * the cache over the host store (cache-ratio > 0, no lmdb) and one process. The report
- * gives the store's bytes beside the same rows as f32 records. Compressed rows are
- * rounded, so a resume is exact only up to that rounding.
+ * the cache over the host store (cache-ratio > 0, no lmdb). Under mpirun each rank's
+ * shard is tiered on its own (ember/parallel.h "Precision tiers per rank"): the
+ * fractions apply to the rows the rank holds, ranked by the `warmup` counts of those
+ * rows, and each rank rounds with a seed of its own (seed ^ 0x7135 ^ rank), so a run is
+ * deterministic at a given number of ranks but its rounding differs from one process
+ * (training stays within rounding of f32, as in one process). The report gives the
+ * store's bytes beside the same rows as f32 records (summed over the ranks). Compressed
+ * rows are rounded, so a resume is exact only up to that rounding.
  *
  * Plans from counts (under mpirun). plan = minimax shards the tables frequency-aware
  * (ember/partition.h MINIMAX: hot rows one by one to the least loaded rank, the hottest
