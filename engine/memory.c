@@ -7,6 +7,14 @@
  * the system allocation happens outside it, so two threads can never both pass the
  * check and overshoot a budget together, and a slow cudaMalloc does not serialise
  * the host tiers.
+ *
+ * A device allocation over the budget first asks the registered reclaim callback
+ * (engine/memory_internal.h) for the missing bytes: the heterogeneous memory manager
+ * fills the budget with chunk copies it can drop, and memory that a cache or a
+ * staging buffer needs later must not fail while such copies sit there. The callback
+ * runs outside the lock (it frees through this manager); a thread-local flag keeps a
+ * callback's own device allocations from reclaiming again, and a count of running
+ * callbacks lets unregistering wait until none uses its context.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -16,6 +24,7 @@
 #include <sys/mman.h>
 
 #include "engine/internal.h"
+#include "engine/memory_internal.h"
 #include "ember/memory.h"
 #ifdef EMBER_HAVE_CUDA
 #include "engine/cuda/cuda_runtime.h"
@@ -35,7 +44,15 @@ struct ember_memory {
     ember_memory_stats st;
     record *table; /* power-of-two capacity */
     size_t cap, used /* live + tombstones */, live;
+    /* the reclaim callback of the device tier, and the threads running it now */
+    ember__reclaim_fn reclaim;
+    void *reclaim_ctx;
+    int reclaim_running;
+    pthread_cond_t reclaim_idle;
 };
+
+/* Set while this thread runs a reclaim callback: its device allocations do not reclaim. */
+static _Thread_local int in_reclaim;
 
 static const char *tier_names[EMBER_TIER_COUNT] = {"host", "pinned", "device"};
 static const char *kind_names[EMBER_MEM_KIND_COUNT] = {
@@ -107,6 +124,7 @@ ember_status ember_memory_create(const ember_memory_config *cfg, ember_memory **
         return ember__error(EMBER_ERR_OUT_OF_MEMORY, "ember_memory_create: %zu B of host memory",
                             sizeof *mm);
     pthread_mutex_init(&mm->lock, NULL);
+    pthread_cond_init(&mm->reclaim_idle, NULL);
     mm->device = c.device;
     for (int t = 0; t < EMBER_TIER_COUNT; t++)
         mm->st.budget[t] = c.budget[t] ? c.budget[t] : EMBER_BUDGET_UNLIMITED;
@@ -146,6 +164,7 @@ void ember_memory_destroy(ember_memory *mm) {
             if (mm->table[i].ptr && mm->table[i].ptr != TOMBSTONE) system_free(mm, &mm->table[i]);
     }
     free(mm->table);
+    pthread_cond_destroy(&mm->reclaim_idle);
     pthread_mutex_destroy(&mm->lock);
     free(mm);
 }
@@ -205,17 +224,40 @@ ember_status ember_memory_alloc(ember_memory *mm, ember_tier tier, ember_mem_kin
         return ember__error(EMBER_ERR_OVERFLOW, "ember_memory_alloc: %zu B cannot be aligned", bytes);
 
     pthread_mutex_lock(&mm->lock);
-    size_t budget = mm->st.budget[tier], live = mm->st.live_total[tier];
-    if (bytes > budget || live > budget - bytes) {
+    size_t reclaimed = 0;
+    int reclaim_tried = 0;
+    for (;;) {
+        size_t budget = mm->st.budget[tier], live = mm->st.live_total[tier];
+        if (bytes <= budget && live <= budget - bytes) break;
+        /* over budget: the device tier's reclaim callback may drop what it holds */
+        ember__reclaim_fn fn = tier == EMBER_TIER_DEVICE && !in_reclaim && bytes <= budget ? mm->reclaim : NULL;
+        size_t freed = 0;
+        if (fn) {
+            void *ctx = mm->reclaim_ctx;
+            size_t need = bytes - (budget - live);
+            mm->reclaim_running++;
+            pthread_mutex_unlock(&mm->lock);
+            in_reclaim = 1;
+            freed = fn(ctx, need);
+            in_reclaim = 0;
+            pthread_mutex_lock(&mm->lock);
+            if (--mm->reclaim_running == 0) pthread_cond_broadcast(&mm->reclaim_idle);
+            reclaim_tried = 1;
+            reclaimed += freed;
+        }
+        if (freed) continue;
+        budget = mm->st.budget[tier];
+        live = mm->st.live_total[tier];
         mm->st.failed++;
         pthread_mutex_unlock(&mm->lock);
-        char dev[32];
+        char dev[32], why[64] = "";
+        if (reclaim_tried) snprintf(why, sizeof why, " (after a reclaim freed %zu B)", reclaimed);
         return ember__error(EMBER_ERR_OUT_OF_MEMORY,
                             "%s tier (%s): request %zu B (%s) exceeds budget: %zu B live of %zu B "
-                            "budget, %zu B free",
+                            "budget, %zu B free%s",
                             tier_names[tier],
                             ember_device_format(ember_memory_tier_device(mm, tier), dev, sizeof dev),
-                            bytes, kind_names[kind], live, budget, budget - live);
+                            bytes, kind_names[kind], live, budget, live < budget ? budget - live : 0, why);
     }
     account(mm, tier, kind, bytes, +1); /* reserve */
     pthread_mutex_unlock(&mm->lock);
@@ -318,6 +360,28 @@ ember_status ember_memory_set_budget(ember_memory *mm, ember_tier tier, size_t b
                             tier_names[tier], b, live);
     }
     mm->st.budget[tier] = b;
+    pthread_mutex_unlock(&mm->lock);
+    return EMBER_OK;
+}
+
+ember_status ember__memory_set_reclaim(ember_memory *mm, ember__reclaim_fn fn, void *ctx) {
+    if (!mm) mm = ember_memory_default();
+    pthread_mutex_lock(&mm->lock);
+    if (fn) {
+        if (mm->reclaim && (mm->reclaim != fn || mm->reclaim_ctx != ctx)) {
+            pthread_mutex_unlock(&mm->lock);
+            return ember__error(EMBER_ERR_STATE,
+                                "ember__memory_set_reclaim: the manager already has a reclaim callback "
+                                "(one per manager)");
+        }
+        mm->reclaim = fn;
+        mm->reclaim_ctx = ctx;
+    } else if (mm->reclaim && mm->reclaim_ctx == ctx) {
+        mm->reclaim = NULL;
+        mm->reclaim_ctx = NULL;
+        /* the callbacks running now may still use ctx */
+        while (mm->reclaim_running) pthread_cond_wait(&mm->reclaim_idle, &mm->lock);
+    }
     pthread_mutex_unlock(&mm->lock);
     return EMBER_OK;
 }

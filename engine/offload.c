@@ -20,7 +20,17 @@
  *  - Only the calling thread changes chunk metadata and storage pointers; the side
  *    thread just moves bytes between buffers the main thread allocated, and the main
  *    thread reaps finished transfers at every hook. So the lock covers the job queue
- *    and the done flags only.
+ *    and the done flags only. The one exception is the memory manager's reclaim
+ *    callback, which may run on whichever thread allocates on the device: the
+ *    manager's own entry points hold `mu`, and the callback only trylocks it, so it
+ *    either runs alone or frees nothing (and never recurses into a placement).
+ *  - ZeRO reuses the chunks as the unit of sharding: chunk c belongs to rank c mod N,
+ *    so every N consecutive chunks (a group) hold one chunk of each rank. The host
+ *    copies of a group's parameter chunks are one block, and those of its gradient
+ *    chunks another, laid out in rank order: the group's gradient reduce-scatter and
+ *    parameter all-gather then run in place on the backing store, with no staging
+ *    buffer and no packing copies, and the owner's chunk is the collective's block.
+ *    Only the owned chunks get an optimizer and state chunks.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -30,8 +40,10 @@
 #include "engine/chunk.h"
 #include "engine/graph_internal.h"
 #include "engine/internal.h"
+#include "engine/memory_internal.h"
 #include "engine/tensor_internal.h"
 #include "ember/offload.h"
+#include "ember/parallel.h"
 #include "ember/profiler.h"
 #include "ember/stream.h"
 #ifdef EMBER_HAVE_CUDA
@@ -70,6 +82,7 @@ struct chunk {
     void *host, *dev;  /* host: always; dev: while placed */
     int host_valid, dev_valid;
     int home_device;   /* STATIC: lives on the device; AUTO: its optimizer step runs there */
+    int absent;        /* ZeRO: the state chunk of another rank's chunk (never allocated here) */
     int first, count;  /* its tensors: tens[kind][first .. first + count) */
     int pins, nfree;   /* tensors in COMPUTE, in FREE */
     int want;          /* needed by the op being placed */
@@ -136,6 +149,19 @@ struct ember_offload {
     int sync_init; /* lock and conditions initialised */
     ember__cand *cand;
     ember_offload_stats st;
+    /* ZeRO over zn ranks (zn 1: none): chunk c belongs to rank c % zn; group j is chunks
+       [j zn, (j + 1) zn), whose parameter (gradient) host copies are gblock[0 (1)][j],
+       chunk c at slot c % zn (slots past the last chunk are padding) */
+    ember_comm *comm;
+    int zn, zr, ngroups;
+    void **gblock[2];
+    ember_comm_request **rq; /* (ngroups) the collectives in flight */
+    /* the entry points hold mu; the reclaim callback trylocks it */
+    pthread_mutex_t mu;
+    int mu_init;
+    int reclaim_on;        /* registered as the memory manager's reclaim callback */
+    pthread_t owner;       /* the thread that last ran the manager */
+    int pos_now;           /* the op placed last (the reclaim's point in the trace) */
 };
 
 static ember_mem_kind mem_kind(ember_chunk_kind k) {
@@ -149,6 +175,9 @@ static chunk *chunk_at(ember_offload *off, ember_chunk_kind k, int c) {
 }
 
 static const char *tname(const ember_offload *off, const adopted *a) { return off->pnode[a->param]->name; }
+
+/* ZeRO: this rank keeps chunk c's optimizer state and steps it (every chunk without ZeRO). */
+static int owns(const ember_offload *off, int c) { return off->zn <= 1 || c % off->zn == off->zr; }
 
 static int empty(const chunk *ch) { return ch->nfree == ch->count; }
 /* The device copy holds data the host copy lacks. */
@@ -438,14 +467,19 @@ static int64_t next_use(ember_offload *off, const chunk *ch, int pos) {
     return off->clock - ch->last_use; /* least recently used first */
 }
 
+/* A device copy that may leave now: not in transfer, not in use, not fixed there. */
+static int movable(const ember_offload *off, const chunk *ch) {
+    return ch->dev && !ch->busy && !ch->pins && !ch->want &&
+           !(off->cfg.policy == EMBER_OFFLOAD_STATIC && ch->home_device);
+}
+
 /* The chunk to evict: Belady on the trace (LRU before it exists). after: only chunks
    used later than that; clean_only: only chunks that need no write-back. */
 static chunk *choose_victim(ember_offload *off, int pos, int64_t after, int clean_only) {
     int n = 0;
     for (int i = 0; i < off->nkinds * off->nchunks; i++) {
         chunk *ch = &off->chunks[i];
-        if (!ch->dev || ch->busy || ch->pins || ch->want) continue;
-        if (off->cfg.policy == EMBER_OFFLOAD_STATIC && ch->home_device) continue;
+        if (!movable(off, ch)) continue;
         if (clean_only && dirty(ch)) continue;
         off->cand[n++] = (ember__cand){.id = ch->id, .next = next_use(off, ch, pos), .dirty = dirty(ch)};
     }
@@ -545,6 +579,55 @@ static ember_status ensure_device(ember_offload *off, chunk *ch, int write, int 
     return EMBER_OK;
 }
 
+/* ---- reclaim: device memory for allocations of other data ---- */
+
+/*
+ * The memory manager's reclaim callback (engine/memory_internal.h): an allocation of
+ * other data on the device tier is `need` bytes short. Idle pool buffers go first, then
+ * movable chunks by the eviction rule (furthest next use first), the clean ones before
+ * any dirty one, since a dirty one costs a write-back; nothing moves when all of that
+ * would not make the room. It frees nothing while the manager is busy, on another
+ * thread or inside a placement on this one (mu is held). On a GPU, a call from a thread
+ * other than the manager's evicts clean chunks only: a write-back there would not be
+ * ordered after the kernels that wrote the chunk on the manager's stream.
+ */
+static size_t reclaim(void *ctx, size_t need) {
+    ember_offload *off = ctx;
+    if (pthread_mutex_trylock(&off->mu) != 0) return 0;
+    if (reap_all(off) != EMBER_OK)
+        ember_log(EMBER_LOG_WARN, "offload: reclaim: a finished transfer failed: %s", ember_last_error());
+    int clean_only = off->dev.type != EMBER_DEVICE_CPU && !pthread_equal(pthread_self(), off->owner);
+    size_t can = off->pool_bytes;
+    for (int i = 0; i < off->nkinds * off->nchunks; i++) {
+        const chunk *ch = &off->chunks[i];
+        if (movable(off, ch) && !(clean_only && dirty(ch))) can += ch->bytes;
+    }
+    if (can < need) {
+        pthread_mutex_unlock(&off->mu);
+        return 0;
+    }
+    size_t before = off->dev_bytes;
+    pool_release(off, 1);
+    for (int pass = 0; pass < 2 && before - off->dev_bytes < need; pass++) {
+        chunk *v;
+        while (before - off->dev_bytes < need && (v = choose_victim(off, off->pos_now, -1, pass == 0 || clean_only))) {
+            if (evict(off, v) != EMBER_OK) {
+                ember_log(EMBER_LOG_WARN, "offload: reclaim: evicting %s chunk %d failed: %s",
+                          ember_chunk_kind_name(v->kind), v->index, ember_last_error());
+                pass = 2;
+                break;
+            }
+            off->st.evictions++;
+            off->st.reclaim_evictions++;
+            pool_release(off, 1); /* after the warm-up the copy's buffer went to the pool */
+        }
+    }
+    size_t freed = before - off->dev_bytes;
+    off->st.reclaimed_bytes += freed;
+    pthread_mutex_unlock(&off->mu);
+    return freed;
+}
+
 /* ---- the trace ---- */
 
 static size_t non_model_now(ember_offload *off) {
@@ -567,8 +650,10 @@ static ember_status finish_warmup(ember_offload *off) {
         size_t b = ms.budget[EMBER_TIER_DEVICE], need = nm_peak;
         for (int c = 0; c < off->nchunks; c++)
             need += chunk_at(off, EMBER_CHUNK_PARAM, c)->bytes + chunk_at(off, EMBER_CHUNK_GRAD, c)->bytes;
-        /* the state goes to the device only into room parameters and gradients never need */
+        /* the state goes to the device only into room parameters and gradients never need
+           (ZeRO: the state of this rank's chunks; the others have none here) */
         for (int c = 0; c < off->nchunks; c++) {
+            if (!owns(off, c)) continue;
             chunk *s = off->nstate ? chunk_at(off, EMBER_CHUNK_STATE, c) : NULL;
             size_t sb = s ? s->bytes : 0;
             off->opt_dev[c] = b == EMBER_BUDGET_UNLIMITED || (need <= b && sb <= b - need);
@@ -594,10 +679,13 @@ static ember_status finish_warmup(ember_offload *off) {
         int c = p - off->nsched;
         int ids[NK];
         for (int k = 0; k < off->nkinds; k++) ids[k] = chunk_at(off, (ember_chunk_kind)k, c)->id;
-        int on_dev = off->cfg.policy == EMBER_OFFLOAD_NAIVE ||
-                     (off->cfg.policy == EMBER_OFFLOAD_AUTO ? off->opt_dev[c]
-                      : off->nstate ? chunk_at(off, EMBER_CHUNK_STATE, c)->home_device
-                                    : chunk_at(off, EMBER_CHUNK_PARAM, c)->home_device);
+        /* ZeRO: another rank steps chunk c; its gradients are consumed by the
+           reduce-scatter and its parameters overwritten by the all-gather */
+        int on_dev = owns(off, c) &&
+                     (off->cfg.policy == EMBER_OFFLOAD_NAIVE ||
+                      (off->cfg.policy == EMBER_OFFLOAD_AUTO ? off->opt_dev[c]
+                       : off->nstate ? chunk_at(off, EMBER_CHUNK_STATE, c)->home_device
+                                     : chunk_at(off, EMBER_CHUNK_PARAM, c)->home_device));
         if (on_dev) {
             for (int k = 0; k < off->nkinds; k++) *w++ = ids[k];
             op->nneed = off->nkinds;
@@ -607,8 +695,9 @@ static ember_status finish_warmup(ember_offload *off) {
         } else {
             op->nneed = 0;
             op->kill = w;
-            for (int k = 0; k < off->nkinds; k++) *w++ = ids[k]; /* the host copies are updated */
-            op->nkill = off->nkinds;
+            for (int k = 0; k < off->nkinds; k++) /* the host copies are updated */
+                if (!chunk_at(off, (ember_chunk_kind)k, c)->absent) *w++ = ids[k];
+            op->nkill = (int)(w - op->kill);
         }
     }
     ember__trace_free(&off->trace);
@@ -712,6 +801,7 @@ static void profile_counters(ember_offload *off) {
 
 static ember_status op_before(ember_offload *off, const ember__hook_event *ev) {
     int pos = ev->entry;
+    off->pos_now = pos;
     EMBER_TRY(reap_all(off));
     off->clock++;
     off->nacc = 0;
@@ -807,7 +897,12 @@ static ember_status op_after(ember_offload *off, const ember__hook_event *ev) {
 
 static ember_status hook(void *user, ember_graph *g, const ember__hook_event *ev) {
     (void)g;
-    return ev->after ? op_after(user, ev) : op_before(user, ev);
+    ember_offload *off = user;
+    pthread_mutex_lock(&off->mu);
+    off->owner = pthread_self();
+    ember_status st = ev->after ? op_after(off, ev) : op_before(off, ev);
+    pthread_mutex_unlock(&off->mu);
+    return st;
 }
 
 /* ---- the optimizer step ---- */
@@ -817,6 +912,7 @@ static ember_status step_chunk(ember_offload *off, int c) {
     chunk *ch[NK] = {NULL, NULL, NULL};
     for (int k = 0; k < off->nkinds; k++) ch[k] = chunk_at(off, (ember_chunk_kind)k, c);
     off->clock++;
+    off->pos_now = pos;
     if (off->recording) off->rec_nm[pos] = non_model_now(off);
     ember_offload_policy pol = off->cfg.policy;
     int on_dev = pol == EMBER_OFFLOAD_NAIVE ||
@@ -884,6 +980,145 @@ static ember_status step_chunk(ember_offload *off, int c) {
     return st;
 }
 
+/* ---- ZeRO: the step sharded over data-parallel ranks ---- */
+
+/* The message of the failure just recorded, without its "<STATUS>: " prefix. */
+static const char *prior_why(ember_status st, char *buf, size_t n) {
+    snprintf(buf, n, "%s", ember_last_error());
+    size_t nl = strlen(ember_status_name(st));
+    return strncmp(buf, ember_status_name(st), nl) == 0 && buf[nl] == ':' ? buf + nl + 2 : buf;
+}
+
+/* The ranks' chunk layouts agree (the min and max of a hash match): EMBER_ERR_SHAPE on
+   every rank otherwise, before any collective over the chunks could mismatch. */
+static ember_status zero_check(ember_offload *off, uint64_t h) {
+    static const char fn[] = "ember_offload_create";
+    int64_t v[2] = {(int64_t)(h >> 1), -(int64_t)(h >> 1)}, mx[2];
+    ember_status st = ember_comm_all_reduce(off->comm, v, mx, 2, EMBER_DTYPE_I64, EMBER_REDUCE_MAX, NULL);
+    if (st != EMBER_OK) {
+        char buf[512];
+        const char *why = prior_why(st, buf, sizeof buf);
+        return ember__error(st, "%s: all-reduce checking the ranks' chunk layouts (rank %d of %d): %s", fn, off->zr,
+                            off->zn, why);
+    }
+    if (mx[0] != v[0] || mx[1] != v[1])
+        return ember__error(EMBER_ERR_SHAPE,
+                            "%s: rank %d of %d: the ranks' chunk layouts differ (%d parameters in %d chunks of %lld "
+                            "elements here): build the same model, with the same chunk_elems and optimizer, on "
+                            "every rank",
+                            fn, off->zr, off->zn, off->n, off->nchunks, (long long)off->layout.chunk_elems);
+    return EMBER_OK;
+}
+
+/* A collective's failure, naming it, its chunks and this rank (the communicator's words kept). */
+static ember_status coll_error(ember_offload *off, ember_status st, const char *fn, const char *coll,
+                               ember_chunk_kind k, int j) {
+    char buf[512];
+    const char *why = prior_why(st, buf, sizeof buf);
+    int lo = j * off->zn, hi = lo + off->zn < off->nchunks ? lo + off->zn - 1 : off->nchunks - 1;
+    return ember__error(st, "%s: %s of %s chunks %d..%d (group %d; rank %d of %d): %s", fn, coll,
+                        ember_chunk_kind_name(k), lo, hi, j, off->zr, off->zn, why);
+}
+
+/* The chunk's host copy made current (the collectives run on host copies); unless
+   keep, its device copy is dropped, since they overwrite the host copy (STATIC keeps
+   the room of a chunk that lives on the device). */
+static ember_status to_host(ember_offload *off, chunk *ch, int keep) {
+    EMBER_TRY(wait_chunk(off, ch));
+    if (dirty(ch)) {
+        EMBER_TRY(copy_bytes(off, ch->host, ch->dev, ch->bytes, 0, 1));
+        count_copy(off, ch->bytes, 0);
+    }
+    ch->host_valid = 1;
+    if (keep || !ch->dev) return EMBER_OK;
+    point(off, ch, 0);
+    if (off->cfg.policy == EMBER_OFFLOAD_STATIC && ch->home_device) ch->dev_valid = 0;
+    else dev_free(off, ch);
+    return EMBER_OK;
+}
+
+/* Every tensor of chunk c of kind k to state `to` (the transitions are legal from the
+   states a step leaves them in); the first failure is kept in *first. */
+static void chunk_states(ember_offload *off, ember_chunk_kind k, int c, ember_tensor_state to, ember_status *first) {
+    chunk *ch = chunk_at(off, k, c);
+    for (int i = ch->first; i < ch->first + ch->count; i++) {
+        adopted *a = &off->tens[k][i];
+        if (a->state == to) continue;
+        ember_status s = set_state(off, a, to);
+        if (*first == EMBER_OK) *first = s;
+    }
+}
+
+/*
+ * The sharded step: every gradient chunk's host copy current, then one reduce-scatter
+ * (MEAN, in place) per group, all in flight at once; group by group, once its
+ * reduce-scatter is done, this rank steps the chunk it owns (where its state lives,
+ * as step_chunk does without ZeRO) and starts the group's in-place all-gather of the
+ * parameter chunks, every rank receiving each chunk from its owner. Every rank issues
+ * the same collectives in the same order whatever fails locally, so the ranks stay in
+ * step; the first failure is returned.
+ */
+static ember_status zero_step(ember_offload *off) {
+    static const char fn[] = "ember_offload_optimizer_step";
+    const int N = off->zn, r = off->zr;
+    const size_t slot = (size_t)off->layout.chunk_elems * F32;
+    ember_status first = EMBER_OK, s;
+    for (int c = 0; c < off->nchunks; c++) {
+        s = to_host(off, chunk_at(off, EMBER_CHUNK_GRAD, c), 0);
+        if (first == EMBER_OK) first = s;
+        chunk_states(off, EMBER_CHUNK_GRAD, c, EMBER_TENSOR_STATE_COMPUTE, &first);
+    }
+    for (int j = 0; j < off->ngroups; j++) {
+        char *b = off->gblock[EMBER_CHUNK_GRAD][j];
+        s = ember_comm_reduce_scatter(off->comm, b, b + r * slot, off->layout.chunk_elems, EMBER_DTYPE_F32,
+                                      EMBER_REDUCE_MEAN, &off->rq[j]);
+        if (s != EMBER_OK) {
+            off->rq[j] = NULL;
+            if (first == EMBER_OK) first = coll_error(off, s, fn, "reduce-scatter", EMBER_CHUNK_GRAD, j);
+        }
+    }
+    for (int j = 0; j < off->ngroups; j++) {
+        s = ember_comm_wait(off->rq[j]);
+        off->rq[j] = NULL;
+        if (s != EMBER_OK && first == EMBER_OK) first = coll_error(off, s, fn, "reduce-scatter", EMBER_CHUNK_GRAD, j);
+        int lo = j * N, hi = lo + N < off->nchunks ? lo + N : off->nchunks, mine = lo + r;
+        /* the gradients of the others' chunks are consumed; ours are the mean now */
+        for (int c = lo; c < hi; c++) {
+            ember_tensor_state to = c == mine ? EMBER_TENSOR_STATE_READY_FOR_REDUCE : EMBER_TENSOR_STATE_FREE;
+            chunk_states(off, EMBER_CHUNK_GRAD, c, to, &first);
+            if (c == mine) continue;
+            off->clock++;
+            if (off->recording) off->rec_nm[off->nsched + c] = non_model_now(off);
+        }
+        if (mine < hi && first == EMBER_OK) {
+            first = step_chunk(off, mine);
+            if (first == EMBER_OK) first = to_host(off, chunk_at(off, EMBER_CHUNK_PARAM, mine), 1);
+        }
+        /* the others' parameter chunks are about to be overwritten */
+        for (int c = lo; c < hi; c++) {
+            if (c == mine) continue;
+            s = to_host(off, chunk_at(off, EMBER_CHUNK_PARAM, c), 0);
+            if (first == EMBER_OK) first = s;
+            chunk_states(off, EMBER_CHUNK_PARAM, c, EMBER_TENSOR_STATE_COMPUTE, &first);
+        }
+        char *b = off->gblock[EMBER_CHUNK_PARAM][j];
+        s = ember_comm_all_gather(off->comm, b + r * slot, b, off->layout.chunk_elems, EMBER_DTYPE_F32, &off->rq[j]);
+        if (s != EMBER_OK) {
+            off->rq[j] = NULL;
+            if (first == EMBER_OK) first = coll_error(off, s, fn, "all-gather", EMBER_CHUNK_PARAM, j);
+        }
+    }
+    for (int j = 0; j < off->ngroups; j++) {
+        s = ember_comm_wait(off->rq[j]);
+        off->rq[j] = NULL;
+        if (s != EMBER_OK && first == EMBER_OK) first = coll_error(off, s, fn, "all-gather", EMBER_CHUNK_PARAM, j);
+        int lo = j * N, hi = lo + N < off->nchunks ? lo + N : off->nchunks;
+        for (int c = lo; c < hi; c++)
+            if (c != lo + r) chunk_states(off, EMBER_CHUNK_PARAM, c, EMBER_TENSOR_STATE_HOLD, &first);
+    }
+    return first;
+}
+
 ember_status ember_offload_optimizer_step(ember_offload *off) {
     static const char fn[] = "ember_offload_optimizer_step";
     EMBER_CHECK_NULL(off, fn);
@@ -892,13 +1127,20 @@ ember_status ember_offload_optimizer_step(ember_offload *off) {
         if (off->tens[EMBER_CHUNK_GRAD][i].state != EMBER_TENSOR_STATE_READY_FOR_REDUCE)
             return ember__error(EMBER_ERR_STATE, "%s: the gradient of '%s' is %s, not READY_FOR_REDUCE (run backward first)",
                                 fn, off->pnode[i]->name, ember_tensor_state_name(off->tens[EMBER_CHUNK_GRAD][i].state));
-    EMBER_TRY(reap_all(off));
+    pthread_mutex_lock(&off->mu);
+    off->owner = pthread_self();
+    ember_status st = reap_all(off);
     off->st.state_chunks_on_device = 0;
-    for (int c = 0; c < off->nchunks; c++) EMBER_TRY(step_chunk(off, c));
-    off->st.iterations++;
-    if (off->recording && off->recorded_graph) EMBER_TRY(finish_warmup(off));
-    profile_counters(off);
-    return EMBER_OK;
+    if (st == EMBER_OK && off->zn > 1) st = zero_step(off);
+    for (int c = 0; st == EMBER_OK && off->zn <= 1 && c < off->nchunks; c++) st = step_chunk(off, c);
+    if (st == EMBER_OK) {
+        off->st.iterations++;
+        if (off->recording && off->recorded_graph) st = finish_warmup(off);
+        profile_counters(off);
+    }
+    off->pos_now = off->nops - 1;
+    pthread_mutex_unlock(&off->mu);
+    return st;
 }
 
 ember_status ember_offload_run(ember_offload *off) {
@@ -914,10 +1156,12 @@ ember_status ember_offload_step(ember_offload *off) {
 
 ember_status ember_offload_flush(ember_offload *off) {
     EMBER_CHECK_NULL(off, "ember_offload_flush");
-    EMBER_TRY(wait_all(off));
-    for (int i = 0; i < off->nkinds * off->nchunks; i++) EMBER_TRY(evict(off, &off->chunks[i]));
+    pthread_mutex_lock(&off->mu);
+    ember_status st = wait_all(off);
+    for (int i = 0; st == EMBER_OK && i < off->nkinds * off->nchunks; i++) st = evict(off, &off->chunks[i]);
     pool_release(off, 1);
-    return EMBER_OK;
+    pthread_mutex_unlock(&off->mu);
+    return st;
 }
 
 /* ---- creation and destruction ---- */
@@ -983,6 +1227,8 @@ static int restore(ember_offload *off, adopted *a) {
 
 void ember_offload_destroy(ember_offload *off) {
     if (!off) return;
+    /* first, so that no allocation elsewhere reclaims from a manager going away */
+    if (off->reclaim_on) ember__memory_set_reclaim(off->mm, NULL, off);
     if (off->thread_on) {
         pthread_mutex_lock(&off->lock);
         off->stop = 1;
@@ -1013,10 +1259,23 @@ void ember_offload_destroy(ember_offload *off) {
         free(off->tens[k]);
     }
     for (int i = 0; off->chunks && i < off->nkinds * off->nchunks; i++) {
-        if (!(keep && keep[i])) ember_memory_free(off->mm, off->chunks[i].host);
-        ember_event_destroy(off->chunks[i].ev);
+        chunk *ch = &off->chunks[i];
+        if (off->zn > 1 && ch->kind != EMBER_CHUNK_STATE) {
+            /* ZeRO: one block per group, kept whole when a tensor still lives in it */
+            if (keep && keep[i]) off->gblock[ch->kind][ch->index / off->zn] = NULL;
+        } else if (!(keep && keep[i])) {
+            ember_memory_free(off->mm, ch->host);
+        }
+        ember_event_destroy(ch->ev);
     }
     free(keep);
+    for (int k = 0; k < 2; k++) {
+        for (int j = 0; off->gblock[k] && j < off->ngroups; j++) ember_memory_free(off->mm, off->gblock[k][j]);
+        free(off->gblock[k]);
+    }
+    for (int j = 0; off->rq && j < off->ngroups; j++) ember_comm_wait(off->rq[j]);
+    free(off->rq);
+    if (off->mu_init) pthread_mutex_destroy(&off->mu);
     if (off->sync_init) {
         pthread_mutex_destroy(&off->lock);
         pthread_cond_destroy(&off->work);
@@ -1093,6 +1352,9 @@ static ember_status build(ember_offload *off) {
     } else {
         st = ember_chunk_size_search(numel, off->n, 16, off->chunk_of, off->offset_of, &off->layout);
     }
+    /* ZeRO: what the ranks must agree on (the collectives run over the chunks) */
+    uint64_t lh = ember__fnv1a(EMBER__FNV_INIT, &off->n, sizeof off->n);
+    lh = ember__fnv1a(lh, numel, (size_t)off->n * sizeof *numel);
     free(numel);
     EMBER_TRY(st);
     off->nchunks = off->layout.nchunks;
@@ -1111,6 +1373,12 @@ static ember_status build(ember_offload *off) {
         ember_tensor_destroy(gt);
         EMBER_TRY(st);
     }
+    if (off->zn > 1) {
+        int64_t meta[3] = {off->layout.chunk_elems, off->nchunks, off->nstate};
+        lh = ember__fnv1a(lh, meta, sizeof meta);
+        EMBER_TRY(zero_check(off, lh));
+        off->ngroups = (off->nchunks + off->zn - 1) / off->zn;
+    }
     off->nkinds = off->nstate ? 3 : 2;
     off->nops = off->nsched + (off->cfg.optim ? off->nchunks : 0);
     int total = off->nkinds * off->nchunks;
@@ -1125,9 +1393,12 @@ static ember_status build(ember_offload *off) {
     off->ops = calloc((size_t)off->nops + 1, sizeof *off->ops);
     for (int k = 0; k < off->nkinds; k++) off->tens[k] = calloc((size_t)off->n + 1, sizeof *off->tens[k]);
     for (int k = 0; k < off->nkinds; k++) off->pool[k] = calloc((size_t)off->nchunks + 1, sizeof *off->pool[k]);
+    for (int k = 0; k < 2 && off->zn > 1; k++)
+        off->gblock[k] = calloc((size_t)off->ngroups + 1, sizeof *off->gblock[k]);
+    if (off->zn > 1) off->rq = calloc((size_t)off->ngroups + 1, sizeof *off->rq);
     if (!off->chunks || !off->queue || !off->cand || !off->opt_dev || !off->rec_need || !off->rec_nneed || !off->rec_nm || !off->ops ||
         !off->tens[0] || !off->tens[1] || (off->nstate && !off->tens[2]) || !off->pool[0] || !off->pool[1] ||
-        (off->nstate && !off->pool[2]))
+        (off->nstate && !off->pool[2]) || (off->zn > 1 && (!off->gblock[0] || !off->gblock[1] || !off->rq)))
         return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %d chunks", fn, off->nchunks);
     if (pthread_mutex_init(&off->lock, NULL) || pthread_cond_init(&off->work, NULL) || pthread_cond_init(&off->done, NULL))
         return ember__error(EMBER_ERR_INTERNAL, "%s: pthread objects", fn);
@@ -1141,7 +1412,22 @@ static ember_status build(ember_offload *off) {
             ch->bytes = (size_t)off->layout.chunk_elems * F32 * (k == EMBER_CHUNK_STATE ? (size_t)off->nstate : 1);
             ch->host_valid = 1;
             ch->first = -1;
-            EMBER_TRY(ember_memory_alloc(off->mm, off->host_tier, mem_kind(ch->kind), ch->bytes, &ch->host));
+            if (off->zn > 1 && k != EMBER_CHUNK_STATE) {
+                /* a group's parameter (gradient) chunks: one block, chunk c at slot c % zn;
+                   the padding slots of the last group join its collectives as zeros */
+                void **blk = &off->gblock[k][c / off->zn];
+                if (!*blk) {
+                    size_t gb = ch->bytes * (size_t)off->zn;
+                    EMBER_TRY(ember_memory_alloc(off->mm, off->host_tier, mem_kind(ch->kind), gb, blk));
+                    memset(*blk, 0, gb);
+                }
+                ch->host = (char *)*blk + (size_t)(c % off->zn) * ch->bytes;
+            } else if (!owns(off, c)) {
+                ch->absent = 1; /* the optimizer state of another rank's chunk */
+                continue;
+            } else {
+                EMBER_TRY(ember_memory_alloc(off->mm, off->host_tier, mem_kind(ch->kind), ch->bytes, &ch->host));
+            }
             off->st.model_bytes += ch->bytes;
         }
     /* tensors start FREE; data arrives with adoption */
@@ -1152,7 +1438,7 @@ static ember_status build(ember_offload *off) {
             int64_t ne = ember__node_numel(off->pnode[i]);
             int mult = k == EMBER_CHUNK_STATE ? off->nstate : 1;
             *a = (adopted){.ch = ch, .param = i, .kind = (ember_chunk_kind)k, .off = off->offset_of[i] * mult,
-                           .bytes = (size_t)(ne * mult) * F32, .state = EMBER_TENSOR_STATE_FREE};
+                           .bytes = ch->absent ? 0 : (size_t)(ne * mult) * F32, .state = EMBER_TENSOR_STATE_FREE};
             if (ch->first < 0) ch->first = i;
             ch->count++;
             ch->nfree++;
@@ -1162,6 +1448,12 @@ static ember_status build(ember_offload *off) {
         EMBER_TRY(adopt(off, &off->tens[EMBER_CHUNK_PARAM][i], off->pnode[i]->value, 1));
         EMBER_TRY(set_state(off, &off->tens[EMBER_CHUNK_PARAM][i], EMBER_TENSOR_STATE_HOLD));
         EMBER_TRY(adopt(off, &off->tens[EMBER_CHUNK_GRAD][i], off->pnode[i]->grad->value, 0));
+    }
+    /* ZeRO: every rank starts from rank 0's parameters (as ember_ddp does) */
+    for (int j = 0; j < off->ngroups; j++) {
+        st = ember_comm_broadcast(off->comm, off->gblock[EMBER_CHUNK_PARAM][j], off->layout.chunk_elems * off->zn,
+                                  EMBER_DTYPE_F32, 0, NULL);
+        if (st != EMBER_OK) return coll_error(off, st, fn, "broadcast", EMBER_CHUNK_PARAM, j);
     }
     /* one optimizer per chunk over the adopted tensors: its state is born in the host
        tier (where the parameters now are) and adopted in turn */
@@ -1174,6 +1466,7 @@ static ember_status build(ember_offload *off) {
         }
         st = EMBER_OK;
         for (int c = 0; c < off->nchunks && st == EMBER_OK; c++) {
+            if (!owns(off, c)) continue; /* ZeRO: another rank's optimizer */
             chunk *pc = chunk_at(off, EMBER_CHUNK_PARAM, c);
             for (int j = 0; j < pc->count; j++)
                 ps[j] = (ember_optimizer_param){.param = off->tens[EMBER_CHUNK_PARAM][pc->first + j].t,
@@ -1205,7 +1498,7 @@ static ember_status build(ember_offload *off) {
             int pd = c < off->nchunks - hp, sd = c < off->nchunks - hs;
             chunk_at(off, EMBER_CHUNK_PARAM, c)->home_device = pd;
             chunk_at(off, EMBER_CHUNK_GRAD, c)->home_device = pd;
-            if (off->nstate) chunk_at(off, EMBER_CHUNK_STATE, c)->home_device = sd;
+            if (off->nstate) chunk_at(off, EMBER_CHUNK_STATE, c)->home_device = sd && owns(off, c);
         }
         for (int i = 0; i < total; i++)
             if (off->chunks[i].home_device) EMBER_TRY(ensure_device(off, &off->chunks[i], 0, -1));
@@ -1217,6 +1510,15 @@ static ember_status build(ember_offload *off) {
             return ember__error(EMBER_ERR_INTERNAL, "%s: cannot start the transfer thread", fn);
         off->thread_on = 1;
     }
+    /* allocations of other data over the budget may take our device copies' room */
+    if (ember__memory_set_reclaim(off->mm, reclaim, off) == EMBER_OK) {
+        off->reclaim_on = 1;
+    } else {
+        ember_clear_error();
+        ember_log(EMBER_LOG_INFO, "%s: the memory manager already has a reclaim callback (another offload "
+                                  "manager): other allocations will not evict this one's chunks", fn);
+    }
+    off->st.reclaim = off->reclaim_on;
     return EMBER_OK;
 }
 
@@ -1240,8 +1542,30 @@ ember_status ember_offload_create(const ember_offload_config *cfg, ember_offload
     for (int i = 0; i < g->nhooks; i++)
         if (g->hooks[i].fn == hook)
             return ember__error(EMBER_ERR_STATE, "%s: the graph already has an offload manager (its executor hook)", fn);
+    int zn = cfg->comm ? ember_comm_size(cfg->comm) : 1;
+    if (zn > 1) {
+        if (ember_comm_is_broken(cfg->comm)) return ember__error(EMBER_ERR_STATE, "%s: the communicator is broken", fn);
+        if (!cfg->optim)
+            return ember__error(EMBER_ERR_INVALID_ARGUMENT,
+                                "%s: a communicator of %d ranks shards the optimizer step, but optim is NULL", fn, zn);
+        char d[32];
+        if (ember_comm_device(cfg->comm).type != EMBER_DEVICE_CPU)
+            return ember__error(EMBER_ERR_DEVICE,
+                                "%s: the communicator's buffers are on %s; the sharded step's collectives run on the "
+                                "chunks' host copies: use an mpi communicator",
+                                fn, ember_device_format(ember_comm_device(cfg->comm), d, sizeof d));
+    }
     ember_offload *off = calloc(1, sizeof *off);
     if (!off) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
+    if (pthread_mutex_init(&off->mu, NULL)) {
+        free(off);
+        return ember__error(EMBER_ERR_INTERNAL, "%s: pthread objects", fn);
+    }
+    off->mu_init = 1;
+    off->owner = pthread_self();
+    off->zn = zn > 1 ? zn : 1;
+    off->zr = zn > 1 ? ember_comm_rank(cfg->comm) : 0;
+    off->comm = zn > 1 ? cfg->comm : NULL;
     off->cfg = *cfg;
     if (!off->cfg.lookahead) off->cfg.lookahead = 2;
     if (cfg->optim) off->ocfg = *cfg->optim;
@@ -1257,9 +1581,7 @@ ember_status ember_offload_create(const ember_offload_config *cfg, ember_offload
     if (st != EMBER_OK) {
         /* undo: the old budget, the tensors back in their own memory; keep the message */
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", ember_last_error());
-        size_t nl = strlen(ember_status_name(st));
-        const char *why = strncmp(msg, ember_status_name(st), nl) == 0 && msg[nl] == ':' ? msg + nl + 2 : msg;
+        const char *why = prior_why(st, msg, sizeof msg);
         if (off->cfg.device_budget)
             ember_memory_set_budget(off->mm, EMBER_TIER_DEVICE, old_budget == EMBER_BUDGET_UNLIMITED ? 0 : old_budget);
         ember_offload_destroy(off);
@@ -1276,14 +1598,24 @@ ember_status ember_offload_get_stats(ember_offload *off, ember_offload_stats *ou
     EMBER_CHECK_NULL(out, "ember_offload_get_stats");
     ember_memory_stats ms;
     ember_memory_get_stats(off->mm, &ms);
+    pthread_mutex_lock(&off->mu);
     *out = off->st;
+    out->device_chunk_bytes = off->dev_bytes - off->pool_bytes;
+    pthread_mutex_unlock(&off->mu);
+    out->zero_ranks = off->zn;
+    out->owned_chunks = 0;
+    out->optim_state_bytes = 0;
+    for (int c = 0; c < off->nchunks; c++) {
+        if (!owns(off, c)) continue;
+        out->owned_chunks++;
+        if (off->nstate) out->optim_state_bytes += chunk_at(off, EMBER_CHUNK_STATE, c)->bytes;
+    }
     out->nchunks = off->nchunks;
     out->ntensors = off->n;
     out->chunk_elems = off->layout.chunk_elems;
     out->waste_elems = off->layout.waste_elems;
     for (int k = 0; k < off->nkinds; k++) out->chunk_bytes[k] = chunk_at(off, (ember_chunk_kind)k, 0) ? chunk_at(off, (ember_chunk_kind)k, 0)->bytes : 0;
     out->device_budget = ms.budget[EMBER_TIER_DEVICE];
-    out->device_chunk_bytes = off->dev_bytes - off->pool_bytes;
     return EMBER_OK;
 }
 
@@ -1305,6 +1637,9 @@ static ember_status find_tensor(const ember_offload *off, const char *name, embe
     if ((unsigned)kind >= (unsigned)off->nkinds)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: kind %d (%s) has no tensors here", fn, (int)kind,
                             ember_chunk_kind_name(kind));
+    if (kind == EMBER_CHUNK_STATE && off->tens[kind][i].ch->absent)
+        return ember__error(EMBER_ERR_NOT_FOUND, "%s: the optimizer state of \"%s\" (chunk %d) lives on rank %d",
+                            fn, name, off->chunk_of[i], off->chunk_of[i] % off->zn);
     *out = &off->tens[kind][i];
     return EMBER_OK;
 }
@@ -1326,7 +1661,10 @@ ember_status ember_offload_set_tensor_state(ember_offload *off, const char *name
     EMBER_TRY(find_tensor(off, name, kind, fn, &a));
     if ((unsigned)to >= EMBER_TENSOR_STATE_COUNT)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "%s: state %d is not valid", fn, (int)to);
-    return set_state(off, a, to);
+    pthread_mutex_lock(&off->mu); /* pins decide what the reclaim may move */
+    ember_status st = set_state(off, a, to);
+    pthread_mutex_unlock(&off->mu);
+    return st;
 }
 
 ember_status ember_offload_tensor_chunk(const ember_offload *off, const char *name, int *chunk_index,
@@ -1347,6 +1685,9 @@ ember_status ember_offload_get_optimizer(ember_offload *off, int c, ember_optimi
     if (!off->opt) return ember__error(EMBER_ERR_STATE, "%s: the manager was created without an optimizer", fn);
     if (c < 0 || c >= off->nchunks)
         return ember__error(EMBER_ERR_INDEX, "%s: chunk %d of %d", fn, c, off->nchunks);
+    if (!owns(off, c))
+        return ember__error(EMBER_ERR_NOT_FOUND, "%s: chunk %d belongs to rank %d of %d (ZeRO): its optimizer is there",
+                            fn, c, c % off->zn, off->zn);
     *out = off->opt[c];
     return EMBER_OK;
 }

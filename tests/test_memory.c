@@ -1,7 +1,9 @@
-/* The memory manager: budgets, statistics by tier and kind, ownership, threads. */
+/* The memory manager: budgets, statistics by tier and kind, ownership, threads, and the
+   reclaim callback of the device tier. */
 #include <pthread.h>
 
 #include "check.h"
+#include "engine/memory_internal.h"
 
 typedef struct {
     ember_memory *mm;
@@ -25,7 +27,116 @@ static void *worker(void *p) {
     return NULL;
 }
 
+/* A holder of device memory it gives back on demand, buffer by buffer. */
+typedef struct holder {
+    ember_memory *mm;
+    void *buf[4];
+    size_t bytes;
+    int calls;
+    size_t last_need;
+    int nested;            /* allocate on the device inside the callback */
+    ember_status nested_st;
+    int nested_calls;      /* calls seen while nested (must stay 0: no recursion) */
+    int inside;
+} holder;
+
+static size_t give_back(void *ctx, size_t need) {
+    holder *h = ctx;
+    if (h->inside) h->nested_calls++;
+    h->inside = 1;
+    h->calls++;
+    h->last_need = need;
+    if (h->nested) {
+        void *p = NULL;
+        h->nested_st = ember_memory_alloc(h->mm, EMBER_TIER_DEVICE, EMBER_MEM_STAGING, 40000, &p);
+        ember_memory_free(h->mm, p);
+    }
+    size_t freed = 0;
+    for (int i = 0; i < 4 && freed < need; i++)
+        if (h->buf[i]) {
+            ember_memory_free(h->mm, h->buf[i]);
+            h->buf[i] = NULL;
+            freed += h->bytes;
+        }
+    h->inside = 0;
+    return freed;
+}
+
+static size_t give_nothing(void *ctx, size_t need) {
+    (void)need;
+    ((holder *)ctx)->calls++;
+    return 0;
+}
+
+static void test_reclaim(void) {
+    ember_memory *mm = NULL;
+    CHECK_OK(ember_memory_create(&(ember_memory_config){.device = EMBER_CPU, .budget = {[EMBER_TIER_DEVICE] = 100000}},
+                                 &mm));
+    holder h = {.mm = mm, .bytes = 20000};
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_PARAMETER, 20000, &h.buf[i]));
+    CHECK_OK(ember__memory_set_reclaim(mm, give_back, &h));
+    CHECK_OK(ember__memory_set_reclaim(mm, give_back, &h)); /* the same again: fine */
+    holder other = {.mm = mm};
+    CHECK_STATUS(ember__memory_set_reclaim(mm, give_nothing, &other), EMBER_ERR_STATE);
+    CHECK(strstr(ember_last_error(), "already has a reclaim callback") != NULL);
+    /* 20000 B free; 50000 B fit once 30000 B more are given back: two buffers go */
+    void *p = NULL;
+    CHECK_OK(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_CACHE, 50000, &p));
+    CHECK_EQ_INT(h.calls, 1);
+    CHECK_EQ_INT(h.last_need, 30000);
+    CHECK(h.buf[0] == NULL && h.buf[1] == NULL && h.buf[2] != NULL);
+    ember_memory_stats st;
+    ember_memory_get_stats(mm, &st);
+    CHECK_EQ_INT(st.live_total[EMBER_TIER_DEVICE], 90000);
+    CHECK(st.peak_total[EMBER_TIER_DEVICE] <= 100000);
+    /* host tiers never reclaim; a request larger than the budget does not ask */
+    void *q = NULL;
+    CHECK_OK(ember_memory_set_budget(mm, EMBER_TIER_HOST, 1000));
+    CHECK_STATUS(ember_memory_alloc(mm, EMBER_TIER_HOST, EMBER_MEM_OTHER, 2000, &q), EMBER_ERR_OUT_OF_MEMORY);
+    CHECK_STATUS(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_OTHER, 200000, &q), EMBER_ERR_OUT_OF_MEMORY);
+    CHECK_EQ_INT(h.calls, 1);
+    /* more than it can give: it gives what it has, then the allocation fails by name */
+    CHECK_STATUS(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_STAGING, 60000, &q), EMBER_ERR_OUT_OF_MEMORY);
+    CHECK(q == NULL);
+    const char *msg = ember_last_error();
+    CHECK(strstr(msg, "EMBER_ERR_OUT_OF_MEMORY: device tier") == msg);
+    CHECK(strstr(msg, "request 60000 B (staging)") != NULL);
+    CHECK(strstr(msg, "after a reclaim freed 40000 B") != NULL);
+    CHECK_EQ_INT(h.calls, 3); /* 40000 B freed, then a call that frees nothing ends it */
+    /* a callback's own device allocation does not reclaim again */
+    CHECK_OK(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_PARAMETER, 20000, &h.buf[0]));
+    h.nested = 1;
+    h.calls = 0;
+    CHECK_OK(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_CACHE, 40000, &q));
+    CHECK_EQ_INT(h.calls, 1);
+    CHECK_EQ_INT(h.nested_st, EMBER_ERR_OUT_OF_MEMORY);
+    CHECK_EQ_INT(h.nested_calls, 0);
+    /* unregistering: by another context, nothing; by its own, allocations fail at once */
+    CHECK_OK(ember__memory_set_reclaim(mm, NULL, &other));
+    CHECK_OK(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_PARAMETER, 10000, &h.buf[1]));
+    CHECK_OK(ember__memory_set_reclaim(mm, NULL, &h));
+    h.calls = 0;
+    void *r = NULL;
+    CHECK_STATUS(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_CACHE, 20000, &r), EMBER_ERR_OUT_OF_MEMORY);
+    CHECK_EQ_INT(h.calls, 0);
+    CHECK(strstr(ember_last_error(), "reclaim") == NULL);
+    /* another context may register now; a callback that frees nothing is asked once */
+    CHECK_OK(ember__memory_set_reclaim(mm, give_nothing, &other));
+    CHECK_STATUS(ember_memory_alloc(mm, EMBER_TIER_DEVICE, EMBER_MEM_CACHE, 20000, &r), EMBER_ERR_OUT_OF_MEMORY);
+    CHECK_EQ_INT(other.calls, 1);
+    CHECK(strstr(ember_last_error(), "after a reclaim freed 0 B") != NULL);
+    CHECK_OK(ember__memory_set_reclaim(mm, NULL, &other));
+    ember_memory_free(mm, p);
+    ember_memory_free(mm, q);
+    for (int i = 0; i < 4; i++) ember_memory_free(mm, h.buf[i]);
+    ember_memory_get_stats(mm, &st);
+    CHECK_EQ_INT(st.live_total[EMBER_TIER_DEVICE], 0);
+    ember_memory_destroy(mm);
+}
+
 int main(void) {
+    test_reclaim();
     ember_memory *mm = NULL;
     CHECK_OK(ember_memory_create(
         &(ember_memory_config){.device = EMBER_CPU,

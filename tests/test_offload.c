@@ -3,8 +3,11 @@
  * search on known tensor lists, the eviction rule on hand-built traces, and training
  * an MLP whose model data is several times the device budget: it runs, the device
  * tier's peak never passes the budget, and every policy gives the bits of a plain
- * run with unlimited memory.
+ * run with unlimited memory. Allocations of other data over the budget make the
+ * manager give device copies back (reclaim), without changing a bit of training.
+ * (ZeRO over several ranks: tests/test_offload_mpi.c.)
  */
+#include <pthread.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -434,6 +437,147 @@ static void test_shared_budget(void) {
     free_model(&m);
 }
 
+/* An allocation of other data on the device from another thread (the reclaim is
+   serialised with the manager's calls). */
+typedef struct alloc_job {
+    ember_memory *mm;
+    size_t bytes;
+    void *p;
+    ember_status st;
+} alloc_job;
+
+static void *alloc_thread(void *arg) {
+    alloc_job *j = arg;
+    j->st = ember_memory_alloc(j->mm, EMBER_TIER_DEVICE, EMBER_MEM_STAGING, j->bytes, &j->p);
+    return NULL;
+}
+
+/* The manager fills a budget that holds all the model data with chunk copies; a later
+   allocation of other data (a stand-in for an embedding cache's staging buffer) that
+   only fits once chunks leave makes the manager evict them (clean ones first, dirty
+   ones written back), and training goes on with the bits of a plain run. An allocation
+   that even every evictable byte would not make room for fails by name, moving
+   nothing. */
+static void test_reclaim(void) {
+    run_result ref = {0};
+    run_plain(&ref, 0);
+    ember_optimizer_config oc = adam();
+    /* the non-model peak (activations, workspaces) from one step of a probe model */
+    model probe = {0};
+    CHECK_OK(build_model(&probe, 0));
+    CHECK_OK(ember_offload_create(&(ember_offload_config){.graph = probe.g, .optim = &oc, .chunk_elems = LAYER_CHUNK},
+                                  &probe.off));
+    CHECK_OK(feed(&probe, 0));
+    if (probe.off) CHECK_OK(ember_offload_step(probe.off));
+    ember_offload_stats ps = {0};
+    if (probe.off) CHECK_OK(ember_offload_get_stats(probe.off, &ps));
+    free_model(&probe);
+    const size_t chunk = ps.chunk_bytes[EMBER_CHUNK_PARAM];
+    const size_t budget = ps.model_bytes + ps.non_model_peak + chunk;
+
+    model m = {0};
+    CHECK_OK(build_model(&m, 0));
+    CHECK_OK(ember_offload_create(&(ember_offload_config){.graph = m.g, .optim = &oc, .chunk_elems = LAYER_CHUNK,
+                                                          .device_budget = budget},
+                                  &m.off));
+    if (!m.off) {
+        free(ref.params);
+        free_model(&m);
+        return;
+    }
+    int s = 0;
+    for (; s < 2; s++) {
+        CHECK_OK(feed(&m, s));
+        CHECK_OK(ember_offload_step(m.off));
+        CHECK(loss_of(&m) == ref.loss[s]);
+    }
+    ember_offload_stats st0, st1, st2;
+    CHECK_OK(ember_offload_get_stats(m.off, &st0));
+    CHECK(st0.reclaim);
+    CHECK_EQ_INT(st0.state_chunks_on_device, st0.nchunks); /* everything lives on the device */
+    CHECK(st0.device_chunk_bytes >= ps.model_bytes - chunk);
+    ember_memory_stats ms;
+    ember_memory_get_stats(m.mm, &ms);
+    const size_t free0 = budget - ms.live_total[EMBER_TIER_DEVICE];
+    CHECK(free0 < st0.device_chunk_bytes / 2);
+
+    /* half the chunk bytes must go: more than the clean (consumed) gradient chunks */
+    void *staging = NULL;
+    const size_t big = free0 + st0.device_chunk_bytes / 2;
+    CHECK_OK(ember_memory_alloc(m.mm, EMBER_TIER_DEVICE, EMBER_MEM_STAGING, big, &staging));
+    CHECK_OK(ember_offload_get_stats(m.off, &st1));
+    CHECK(st1.reclaim_evictions > 0);
+    CHECK(st1.reclaimed_bytes >= big - free0);
+    CHECK(st1.evictions - st0.evictions == st1.reclaim_evictions);
+    CHECK(st1.d2h_bytes > st0.d2h_bytes); /* dirty chunks were written back */
+    CHECK(st1.device_chunk_bytes <= st0.device_chunk_bytes - (big - free0));
+    ember_memory_get_stats(m.mm, &ms);
+    CHECK(ms.peak_total[EMBER_TIER_DEVICE] <= budget);
+    memset(staging, 0x5a, big); /* the memory is ours */
+
+    /* training goes on beside it, bit for bit */
+    for (; s < 4; s++) {
+        CHECK_OK(feed(&m, s));
+        CHECK_OK(ember_offload_step(m.off));
+        CHECK(loss_of(&m) == ref.loss[s]);
+    }
+    /* more than everything evictable (the staging buffer stays): refused, nothing moves */
+    CHECK_OK(ember_offload_get_stats(m.off, &st1));
+    void *huge = (void *)1;
+    CHECK_STATUS(ember_memory_alloc(m.mm, EMBER_TIER_DEVICE, EMBER_MEM_CACHE, budget - big + 1, &huge),
+                 EMBER_ERR_OUT_OF_MEMORY);
+    CHECK(huge == NULL);
+    CHECK(strstr(ember_last_error(), "EMBER_ERR_OUT_OF_MEMORY: device tier") == ember_last_error());
+    CHECK(strstr(ember_last_error(), "after a reclaim freed 0 B") != NULL);
+    CHECK_OK(ember_offload_get_stats(m.off, &st2));
+    CHECK_EQ_INT(st2.device_chunk_bytes, st1.device_chunk_bytes);
+    CHECK_EQ_INT(st2.reclaim_evictions, st1.reclaim_evictions);
+
+    /* from another thread while the manager is idle: it gives back too */
+    ember_memory_free(m.mm, staging);
+    ember_memory_get_stats(m.mm, &ms);
+    alloc_job job = {.mm = m.mm, .bytes = budget - ms.live_total[EMBER_TIER_DEVICE] + chunk};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, alloc_thread, &job) == 0);
+    pthread_join(th, NULL);
+    CHECK_OK(job.st);
+    CHECK_OK(ember_offload_get_stats(m.off, &st2));
+    CHECK(st2.reclaim_evictions > st1.reclaim_evictions);
+    for (; s < STEPS; s++) {
+        CHECK_OK(feed(&m, s));
+        CHECK_OK(ember_offload_step(m.off));
+        CHECK(loss_of(&m) == ref.loss[s]);
+    }
+    ember_memory_get_stats(m.mm, &ms);
+    CHECK(ms.peak_total[EMBER_TIER_DEVICE] <= budget);
+    size_t n;
+    float *p = snapshot(&m, &n);
+    CHECK(n == ref.nparams && p && memcmp(p, ref.params, n * 4) == 0);
+    free(p);
+    ember_memory_free(m.mm, job.p);
+
+    /* one reclaim callback per memory manager: a second offload manager runs without */
+    CHECK_OK(ember_memory_set_budget(m.mm, EMBER_TIER_DEVICE, 0));
+    ember_graph *g2 = NULL;
+    ember_node *x2, *h2, *l2;
+    ember_offload *off2 = NULL;
+    ember_rng rng = {.seed = 9};
+    CHECK_OK(ember_graph_create(&(ember_graph_params){.mm = m.mm, .tier = EMBER_TIER_DEVICE}, &g2));
+    CHECK_OK(ember_graph_input(g2, "x", EMBER_DTYPE_F32, 2, (int64_t[]){2, 4}, &x2));
+    CHECK_OK(ember_mlp(g2, x2, &(ember_mlp_params){.dims = (int64_t[]){4, 4}, .nlayers = 1, .name = "m2", .rng = &rng},
+                       &h2));
+    CHECK_OK(ember_op_mean(g2, h2, 0, &l2));
+    CHECK_OK(ember_graph_build_backward(g2, l2));
+    CHECK_OK(ember_offload_create(&(ember_offload_config){.graph = g2}, &off2));
+    ember_offload_stats s2;
+    if (off2) CHECK_OK(ember_offload_get_stats(off2, &s2));
+    CHECK_EQ_INT(off2 ? s2.reclaim : -1, 0);
+    ember_offload_destroy(off2);
+    ember_graph_destroy(g2);
+    free(ref.params);
+    free_model(&m);
+}
+
 static void test_static_too_small(void) {
     model m = {0};
     CHECK_OK(build_model(&m, 0));
@@ -617,6 +761,7 @@ int main(void) {
     test_states();
     test_static_too_small();
     test_shared_budget();
+    test_reclaim();
     test_training(0);
     test_training(1); /* checkpointed layers: recompute entries under the manager */
     test_profiler();

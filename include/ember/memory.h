@@ -8,7 +8,9 @@
  * (parameter, gradient, optimizer state, activation, cache, staging), and the manager
  * keeps live and peak bytes per tier and kind. An allocation that would exceed its
  * tier's budget fails with EMBER_ERR_OUT_OF_MEMORY naming tier, request and budget;
- * nothing is allocated in that case.
+ * nothing is allocated in that case. (On the device tier, a heterogeneous memory
+ * manager working over this manager first gives back chunk copies it can drop:
+ * ember/offload.h, "Other allocations".)
  *
  *     ember_memory *mm;
  *     ember_memory_create(&(ember_memory_config){

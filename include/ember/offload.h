@@ -104,14 +104,53 @@
  * host) and resets the tier's peaks. From then on the memory manager's peak device
  * bytes are the figure to check against the budget.
  *
+ * Other allocations. The manager registers itself as the memory manager's reclaim
+ * callback (one per memory manager; a second offload manager on the same one runs
+ * without, stats.reclaim says which): a later allocation of other data on the device
+ * tier (an embedding cache's staging buffer, a workspace) that would exceed the budget
+ * first makes the manager drop device copies until it fits: idle buffers, then movable
+ * chunks (not in use by an op, not fixed on the device by STATIC) by the eviction rule,
+ * clean ones before dirty ones (which are written back). When even all of that would
+ * not make the room, nothing moves and the allocation fails with EMBER_ERR_OUT_OF_MEMORY
+ * as before. The allocation may come from any thread: while the manager is busy in one
+ * of its calls (or the allocation comes from inside one) it gives nothing back, and on
+ * a GPU a thread other than the manager's gets clean chunks only. Evicted chunks come
+ * back when their ops need them; results do not change.
+ *
+ * ZeRO (config.comm with N > 1 ranks; DESIGN.md section 8). Every rank holds the same
+ * model (rank 0's parameters are broadcast at creation) and trains on its own slice
+ * of each global batch. Chunk c belongs to rank c mod N: only the owner has its
+ * optimizer and its optimizer-state chunk (the others' are never allocated, so a
+ * rank's state is about 1/N of the whole: stats.optim_state_bytes), and only the owner
+ * steps it. ember_offload_optimizer_step then works in groups of N consecutive chunks
+ * (one per rank): the gradient chunks of a group are reduce-scattered (MEAN, so each
+ * owner receives the average of the ranks' gradients of its chunk; the others'
+ * gradients are consumed), the owner steps its chunk where its state lives (host or
+ * device, as without ZeRO), and the group's parameter chunks are all-gathered, every
+ * rank receiving each chunk from its owner, so all ranks end the step with the same
+ * parameter bits. The collectives run in place on the chunks' host copies: the host
+ * copies of a group's parameter (and gradient) chunks are one block in rank order (the
+ * last group padded to N chunks: up to N - 1 chunks of padding per kind), so no
+ * staging buffer is needed; a gradient on the device is written back first and a
+ * parameter chunk updated elsewhere loses its device copy. The communicator must have
+ * its buffers on the CPU (mpi); all ranks create their managers in the same order over
+ * the same graph and chunk_elems (checked at creation: EMBER_ERR_SHAPE on every rank),
+ * and call the optimizer step together. Against one process training on the global
+ * batch the parameters agree up to the order of the batch sums (each rank sums its
+ * slice, the reduce-scatter adds the ranks' sums). Policy and budget may differ across
+ * ranks. Forward and backward are not synchronised: they run on each rank's own data.
+ * Without a communicator, or with a one-rank one, nothing of this happens.
+ *
  * Profiler: every copy is an ember_profiler_transfer (host_to_device, device_to_host)
  * and, while the profiler runs, each op updates the counter track "offload" with the
  * bytes of tensors in each state and the bytes of chunks on the device.
  *
  * Thread safety: a manager, like its graph, is used from one thread at a time; it owns
- * one side thread for its transfers. Write parameters (a checkpoint restore) only
- * after ember_offload_flush. Stream rule (CUDA): steps are queued on the calling
- * thread's current stream; transfers that must overlap run on the side stream.
+ * one side thread for its transfers. Its reclaim callback (Other allocations) is the
+ * exception: it may run on any thread, serialised with the manager's calls. Write
+ * parameters (a checkpoint restore) only after ember_offload_flush. Stream rule (CUDA):
+ * steps are queued on the calling thread's current stream; transfers that must overlap
+ * run on the side stream.
  */
 #ifndef EMBER_OFFLOAD_H
 #define EMBER_OFFLOAD_H
@@ -206,6 +245,8 @@ ember_status ember_offload_simulate(const ember_offload_op *ops, int nops, const
 
 /* ---- the manager ---- */
 
+typedef struct ember_comm ember_comm; /* ember/parallel.h */
+
 typedef struct ember_offload_config {
     ember_graph *graph;                  /* backward built; its parameters are adopted */
     ember_memory *mm;                    /* NULL: the graph's manager (chunks go in its tiers) */
@@ -218,6 +259,8 @@ typedef struct ember_offload_config {
     int lookahead;                       /* AUTO: ops (that need chunks) prefetched ahead; 0: 2; < 0: none */
     int sync;                            /* non-zero: transfers on the calling thread (no side thread;
                                             also when a chunk is under 256 KiB, too small to hand off) */
+    ember_comm *comm;                    /* data-parallel ranks to shard the chunks over (ZeRO, above);
+                                            NULL or one rank: none. Not owned: keep it alive */
 } ember_offload_config;
 
 typedef struct ember_offload_stats {
@@ -227,7 +270,8 @@ typedef struct ember_offload_stats {
     int64_t chunk_elems;
     int64_t waste_elems;                 /* of the parameter list */
     size_t chunk_bytes[EMBER_CHUNK_KIND_COUNT]; /* bytes of one chunk of each kind */
-    size_t model_bytes;                  /* parameters + gradients + state */
+    size_t model_bytes;                  /* parameters + gradients + state (ZeRO: the state of this
+                                            rank's chunks; the groups' padding not counted) */
     size_t device_budget;                /* EMBER_BUDGET_UNLIMITED if none */
     size_t device_chunk_bytes;           /* chunk copies on the device now */
     size_t peak_device_chunk_bytes;
@@ -241,6 +285,12 @@ typedef struct ember_offload_stats {
     uint64_t prefetches;                 /* transfers started ahead of their op */
     uint64_t waits;                      /* ops that waited for a transfer in flight */
     int state_chunks_on_device;          /* optimizer steps of the last iteration run on the device */
+    int zero_ranks;                      /* ranks the chunks are sharded over (1: no ZeRO) */
+    int owned_chunks;                    /* chunks whose optimizer state and step are on this rank */
+    size_t optim_state_bytes;            /* optimizer-state chunk bytes this rank holds */
+    int reclaim;                         /* 1: the memory manager's reclaim callback (other allocations evict) */
+    uint64_t reclaim_evictions;          /* device copies dropped for other allocations (in evictions too) */
+    uint64_t reclaimed_bytes;            /* device bytes given back to other allocations */
 } ember_offload_stats;
 
 typedef struct ember_offload ember_offload;
@@ -250,11 +300,17 @@ typedef struct ember_offload ember_offload;
  * into chunks, install the executor hook, then apply device_budget.
  * The graph is planned first if needed. Parameters keep their values; gradients
  * start FREE; the optimizer state starts as ember_optimizer_create makes it.
- * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULL graph, bad policy or fractions);
+ * With a communicator of N > 1 ranks this is collective (a layout check and the
+ * broadcast of rank 0's parameters).
+ * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULL graph, bad policy or fractions, a
+ *         communicator without optim);
  *         EMBER_ERR_STATE (backward not built, a meta graph, another hook installed,
- *         a parameter that is not a whole contiguous f32 storage);
+ *         a parameter that is not a whole contiguous f32 storage, a broken
+ *         communicator); EMBER_ERR_DEVICE (a communicator whose buffers are not on the
+ *         CPU); EMBER_ERR_SHAPE (the ranks' chunk layouts differ, on every rank);
  *         EMBER_ERR_OUT_OF_MEMORY (host chunks, or device_budget below the device
- *         bytes still live); the optimizer's errors.
+ *         bytes still live); the optimizer's errors; the communicator's failures,
+ *         naming the collective.
  */
 ember_status ember_offload_create(const ember_offload_config *cfg, ember_offload **out);
 /**
@@ -268,9 +324,13 @@ void ember_offload_destroy(ember_offload *off);
 ember_status ember_offload_run(ember_offload *off);
 /**
  * One optimizer step, chunk by chunk, where each chunk's state lives; gradients are
- * consumed (FREE afterwards).
+ * consumed (FREE afterwards). With ZeRO: collective; gradients reduce-scattered, this
+ * rank's chunks stepped, parameters all-gathered (above). A rank that fails locally
+ * still runs every collective, so the ranks stay in step.
  * @return EMBER_OK; EMBER_ERR_STATE (no optimizer, or a gradient FREE: run backward
- *         first); EMBER_ERR_OUT_OF_MEMORY; the optimizer's errors.
+ *         first); EMBER_ERR_OUT_OF_MEMORY; the optimizer's errors; the communicator's
+ *         failures (EMBER_ERR_TIMEOUT, EMBER_ERR_MPI, ...), the message naming the
+ *         collective (reduce-scatter, all-gather), the chunks and the rank.
  */
 ember_status ember_offload_optimizer_step(ember_offload *off);
 /** ember_offload_run, then ember_offload_optimizer_step. */
@@ -283,7 +343,8 @@ ember_status ember_offload_get_stats(ember_offload *off, ember_offload_stats *ou
 
 /**
  * State of the adopted tensor of a parameter (by its graph name) and kind.
- * @return EMBER_OK; EMBER_ERR_NOT_FOUND; EMBER_ERR_INVALID_ARGUMENT.
+ * @return EMBER_OK; EMBER_ERR_NOT_FOUND (no such parameter; ZeRO: the optimizer state
+ *         of another rank's chunk); EMBER_ERR_INVALID_ARGUMENT.
  */
 ember_status ember_offload_tensor_state(const ember_offload *off, const char *name, ember_chunk_kind kind,
                                         ember_tensor_state *out);
@@ -306,8 +367,11 @@ ember_status ember_offload_tensor_chunk(const ember_offload *off, const char *na
  * step: ember_offload_optimizer_step steps every chunk's. Its state is readable between
  * calls; write it (and the step) only after ember_offload_flush. Owned by the manager,
  * valid until ember_offload_destroy.
+ * With ZeRO only the chunks this rank owns (c mod N == rank) have one here; a
+ * checkpoint of a sharded manager saves each rank's own chunks.
  * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (NULL); EMBER_ERR_STATE (the manager was
- *         created without an optimizer); EMBER_ERR_INDEX (c out of range).
+ *         created without an optimizer); EMBER_ERR_INDEX (c out of range);
+ *         EMBER_ERR_NOT_FOUND (ZeRO: another rank's chunk).
  */
 ember_status ember_offload_get_optimizer(ember_offload *off, int c, ember_optimizer **out);
 
