@@ -567,6 +567,19 @@ ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_
         return ember__error(EMBER_ERR_DEVICE, "%s: the communicator's buffers are not in host memory", fn);
     if (cfg->cache && cfg->cache->tiers) /* the same config on every rank: every rank refuses it alike */
         EMBER_TRY(check_tiers(cfg, ember_comm_rank(comm), P));
+    if (ember_plan_get_kind(cfg->plan) == EMBER_PLAN_COLUMNWISE) {
+        /* a column slice would keep its own row state, row norm or row scale */
+        const char *whole = cfg->optim.type == EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD ? "rowwise Adagrad"
+                            : cfg->optim.max_grad_norm > 0                       ? "max_grad_norm"
+                                                                                 : NULL;
+        for (int t = 0; t < cfg->num_tables && !whole; t++)
+            if (cfg->tables[t].format == EMBER_ROW_FORMAT_INT8_ROWWISE) whole = "int8-rowwise rows";
+        if (whole)
+            return ember__error(EMBER_ERR_UNSUPPORTED,
+                                "%s: plan columnwise: %s needs whole rows, which column slices do not hold (take "
+                                "tablewise, rowwise or minimax)",
+                                fn, whole);
+    }
     ember_sharded_ebc *s = calloc(1, sizeof *s);
     if (!s) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s", fn);
     s->comm = comm;

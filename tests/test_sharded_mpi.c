@@ -789,6 +789,19 @@ static void test_errors(ember_comm *w) {
         ember_sharded_ebc_create(w, &(ember_sharded_ebc_config){.plan = p2, .num_tables = T, .tables = TABLES}, &s),
         EMBER_ERR_INVALID_ARGUMENT);
     ember_plan_destroy(p2);
+    /* column slices cannot keep a whole row's state, norm or scale: refused by name */
+    ember_plan *pc = make_plan(EMBER_PLAN_COLUMNWISE, N, 0);
+    const ember_sparse_optim_config rowwise = {.type = EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD};
+    CHECK_STATUS(ember_sharded_ebc_create(w, &(ember_sharded_ebc_config){.plan = pc, .num_tables = T, .tables = TABLES,
+                                                                        .optim = rowwise},
+                                          &s),
+                 EMBER_ERR_UNSUPPORTED);
+    CHECK(strstr(ember_last_error(), "rowwise Adagrad") != NULL);
+    CHECK_STATUS(ember_sharded_ebc_create(w, &(ember_sharded_ebc_config){.plan = pc, .num_tables = T, .tables = TABLES,
+                                                                        .optim = {.max_grad_norm = 1.0f}},
+                                          &s),
+                 EMBER_ERR_UNSUPPORTED);
+    ember_plan_destroy(pc);
     ember_sharded_ebc_destroy(NULL);
 }
 

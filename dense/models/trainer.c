@@ -1714,6 +1714,7 @@ ember_status ember_trainer_report(ember_trainer *t, ember_train_report *r) {
         r->table_bytes += t->rows[k] * (ember_dlrm_table_dim(t->m, k) + ember_dlrm_state_floats(t->m, k)) * 4;
     }
     ember_memory_get_stats(t->mm, &r->memory); /* NULL: the default manager */
+    r->world = t->world;
     ember_offload *off = ember_dlrm_offload(t->m);
     r->offloaded = off != NULL;
     if (off) EMBER_TRY(ember_offload_get_stats(off, &r->offload));
@@ -1749,7 +1750,9 @@ void ember_train_report_print(const ember_train_report *r, const ember_train_con
         fprintf(f, "  cache        %lld slots for %lld rows (%.2f%%, %s, look-ahead %d%s): hit rate %.1f%% of lookups, "
                    "%.1f%% of unique rows; %.0f MB moved; %.0f%% of prepare time hidden\n",
                 (long long)s->slots, (long long)r->table_rows, 100.0 * (double)s->slots / (double)r->table_rows,
-                ember_cache_policy_name(c->cache_policy), c->lookahead, c->lmdb[0] ? ", LMDB store" : "",
+                ember_cache_policy_name(c->cache_policy), r->world > 1 ? 0 : c->lookahead,
+                r->world > 1 ? (c->lmdb[0] ? ", a shard per rank, LMDB stores" : ", a shard per rank")
+                : c->lmdb[0] ? ", LMDB store" : "",
                 100 * s->hit_rate, 100 * s->unique_hit_rate, moved / 1e6, 100 * s->hidden_fraction);
         if (c->tier_hot > 0 || c->tier_warm > 0)
             fprintf(f, "  tiers        host store %.1f MB vs %.1f MB as f32 (%.1f%%): %lld hot (f32), %lld warm (f16), "

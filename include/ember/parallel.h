@@ -629,7 +629,9 @@ typedef struct ember_sharded_ebc_config {
  *         warm with maps, fractions outside [0, 1] or summing over 1, a bad rounding, a
  *         map of another length, with a bad tier, or not HOT in a table that is not f32);
  *         EMBER_ERR_SHAPE (counts of another number of tables); EMBER_ERR_INDEX (a
- *         counted id outside its table).
+ *         counted id outside its table). A column-wise plan with rowwise Adagrad,
+ *         max_grad_norm or int8-rowwise rows: EMBER_ERR_UNSUPPORTED (each slice would keep
+ *         its own row state, norm or scale).
  */
 ember_status ember_sharded_ebc_create(ember_comm *comm, const ember_sharded_ebc_config *cfg,
                                       ember_sharded_ebc **out);

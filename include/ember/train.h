@@ -280,6 +280,7 @@ ember_status ember_trainer_predict(ember_trainer *t, const char *path, FILE *out
 ember_status ember_trainer_checkpoint(ember_trainer *t);
 
 typedef struct ember_train_report {
+    int world;                       /* ranks that trained (1 without mpirun) */
     int64_t steps, samples;          /* this run */
     int64_t total_steps;             /* including steps before a resume */
     int64_t resumed_from;            /* step of the checkpoint resumed, -1 if none */
