@@ -17,6 +17,7 @@
 #define EMBER_TESTS_CHECK_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,18 @@ static inline void check_put_elem(void *p, ember_dtype dt, int64_t i, double v) 
 static inline int check_summary(void) {
     printf("%d passed, %d failed\n", check__passed, check__failed);
     return check__failed ? 1 : 0;
+}
+
+/* x rounded to bfloat16 (nearest, ties to even; x finite): the reference of the bf16
+   matmul precision's operands. */
+static inline double check_bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+    float r;
+    memcpy(&r, &u, 4);
+    return r;
 }
 
 #endif /* EMBER_TESTS_CHECK_H */

@@ -557,17 +557,6 @@ static void gemm_case(const char *what, int ta, int tb, float alpha, const ember
     ember_tensor_destroy(gc);
 }
 
-/* bf16 rounding (nearest, ties to even) of a finite f32 */
-static double bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    u &= 0xFFFF0000u;
-    float r;
-    memcpy(&r, &u, 4);
-    return r;
-}
-
 /* matmul precision bf16 on the GPU (cuBLAS 32F_FAST_16BF): the product of the
    bf16-rounded operands within f32 accumulation, plain and batched. */
 static void test_gemm_bf16(void) {
@@ -599,9 +588,9 @@ static void test_gemm_bf16(void) {
                         double ref = 0, ref32 = 0, mag = 0;
                         for (int64_t p = 0; p < k; p++) {
                             float x = ta ? Aq[p * m + i] : Aq[i * k + p], y = tb ? Bq[j * k + p] : Bq[p * n + j];
-                            ref += bf16_round(x) * bf16_round(y);
+                            ref += check_bf16_round(x) * check_bf16_round(y);
                             ref32 += (double)x * y;
-                            mag += fabs(bf16_round(x) * bf16_round(y));
+                            mag += fabs(check_bf16_round(x) * check_bf16_round(y));
                         }
                         double want = 0.5 * ref + 0.25 * C0[(q * m + i) * n + j];
                         double got = C[(q * m + i) * n + j];

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "mpi_world.h"
 #include "ember/parallel.h"
 
 #define IN 16
@@ -334,18 +335,9 @@ static void test_self(void) {
 }
 
 int main(void) {
-    ember_comm *w = NULL;
-    if (ember_comm_create_mpi(&(ember_comm_config){.validate = 1, .timeout_s = 120}, &w) != EMBER_OK) {
-        fprintf(stderr, "%s\n", ember_last_error());
-        return 1;
-    }
-    R = ember_comm_rank(w);
-    N = ember_comm_size(w);
-    if (BG % N != 0) {
-        if (R == 0) fprintf(stderr, "global batch %d is not divisible by %d ranks: skipped\n", BG, N);
-        ember_comm_destroy(w);
-        return 77;
-    }
+    ember_comm *w = mpi_world(&R, &N);
+    if (!w) return 1;
+    if (mpi_skip(w, R, BG % N != 0, "global batch %d is not divisible by %d ranks", BG, N)) return 77;
     const variant vs[] = {
         {"one bucket, sgd", 0, 0, 0, 0, EMBER_OPTIM_SGD, 0},
         {"bucket per gradient, sgd", 64, 64, 0, 0, EMBER_OPTIM_SGD, 0},

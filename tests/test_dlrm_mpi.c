@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "mpi_world.h"
 #include "ember/datasets.h"
 #include "ember/dlrm.h"
 #include "ember/parallel.h"
@@ -498,18 +499,9 @@ static void test_errors(ember_comm *w) {
 }
 
 int main(void) {
-    ember_comm *w = NULL;
-    if (ember_comm_create_mpi(&(ember_comm_config){.validate = 1, .timeout_s = 120}, &w) != EMBER_OK) {
-        fprintf(stderr, "%s\n", ember_last_error());
-        return 1;
-    }
-    R = ember_comm_rank(w);
-    N = ember_comm_size(w);
-    if (N < 2 || N > MAXN) {
-        if (R == 0) fprintf(stderr, "needs 2..%d ranks (mpiexec -n 2): skipped\n", MAXN);
-        ember_comm_destroy(w);
-        return 77;
-    }
+    ember_comm *w = mpi_world(&R, &N);
+    if (!w) return 1;
+    if (mpi_skip(w, R, N < 2 || N > MAXN, "needs 2..%d ranks (mpiexec -n 2)", MAXN)) return 77;
     ember_freq *counted = count_batches(0), *boosted = count_batches(1000);
     const struct {
         ember_plan_kind kind;

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "mpi_world.h"
 #include "ember/offload.h"
 #include "ember/parallel.h"
 
@@ -350,18 +351,9 @@ static void test_self(void) {
 }
 
 int main(void) {
-    ember_comm *w = NULL;
-    if (ember_comm_create_mpi(&(ember_comm_config){.validate = 1, .timeout_s = 120}, &w) != EMBER_OK) {
-        fprintf(stderr, "%s\n", ember_last_error());
-        return 1;
-    }
-    R = ember_comm_rank(w);
-    N = ember_comm_size(w);
-    if (BG % N != 0) {
-        if (R == 0) fprintf(stderr, "global batch %d is not divisible by %d ranks: skipped\n", BG, N);
-        ember_comm_destroy(w);
-        return 77;
-    }
+    ember_comm *w = mpi_world(&R, &N);
+    if (!w) return 1;
+    if (mpi_skip(w, R, BG % N != 0, "global batch %d is not divisible by %d ranks", BG, N)) return 77;
     reference adam = {0}, sgd = {0}, wide = {0};
     train_reference(&adam, EMBER_OPTIM_ADAM, 64);
     train_reference(&sgd, EMBER_OPTIM_SGD, 64);

@@ -286,17 +286,6 @@ static void test_gemm(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ember_tensor_destroy(all[i]);
 }
 
-/* bf16 rounding (nearest, ties to even) of a finite f32 */
-static double bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    u &= 0xFFFF0000u;
-    float r;
-    memcpy(&r, &u, 4);
-    return r;
-}
-
 /* bf16 matmul precision: the product of the bf16-rounded operands, accumulated in f32
    (so within k * 2^-23 of the exact product of the rounded values, and far from the
    f32 product for these sizes); small products stay f32 bit for bit. */
@@ -340,9 +329,9 @@ static void test_gemm_bf16(void) {
                             double r = 0, r32 = 0, mag = 0;
                             for (int64_t q = 0; q < k; q++) {
                                 float x = ta ? A[q * m + i] : A[i * k + q], y = tb ? B[j * k + q] : B[q * n + j];
-                                r += bf16_round(x) * bf16_round(y);
+                                r += check_bf16_round(x) * check_bf16_round(y);
                                 r32 += (double)x * y;
-                                mag += fabs(bf16_round(x) * bf16_round(y));
+                                mag += fabs(check_bf16_round(x) * check_bf16_round(y));
                             }
                             double want = alpha * r + beta * C0[i * n + j];
                             double tol = (double)k * 0x1p-23 * mag * fabs(alpha) + 1e-6 * (1 + fabs(want));

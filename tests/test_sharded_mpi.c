@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "mpi_world.h"
 #include "ember/cache.h"
 #include "ember/datasets.h"
 #include "ember/parallel.h"
@@ -806,18 +807,9 @@ static void test_errors(ember_comm *w) {
 }
 
 int main(void) {
-    ember_comm *w = NULL;
-    if (ember_comm_create_mpi(&(ember_comm_config){.validate = 1, .timeout_s = 120}, &w) != EMBER_OK) {
-        fprintf(stderr, "%s\n", ember_last_error());
-        return 1;
-    }
-    R = ember_comm_rank(w);
-    N = ember_comm_size(w);
-    if ((N & (N - 1)) != 0 || N > 64) {
-        if (R == 0) fprintf(stderr, "the exact loss scaling needs a power-of-two world: skipped\n");
-        ember_comm_destroy(w);
-        return 77;
-    }
+    ember_comm *w = mpi_world(&R, &N);
+    if (!w) return 1;
+    if (mpi_skip(w, R, (N & (N - 1)) != 0 || N > 64, "the exact loss scaling needs a power-of-two world")) return 77;
     /* minimax twice: hot blocks only (replication capped at 192 bytes), then with the
        hot rows replicated on every rank */
     const ember_plan_kind kinds[] = {EMBER_PLAN_TABLEWISE, EMBER_PLAN_ROWWISE, EMBER_PLAN_COLUMNWISE,
