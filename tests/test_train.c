@@ -33,6 +33,18 @@ static void small(ember_train_config *c, const char *name) {
     if (name) snprintf(c->checkpoint_dir, sizeof c->checkpoint_dir, "%s/%s", root, name);
 }
 
+/* a written as text (returned; free it) and parsed back into b, which must equal a */
+static char *roundtrip(const ember_train_config *a, ember_train_config *b) {
+    size_t n = ember_train_config_format(a, NULL, 0);
+    char *text = malloc(n + 1);
+    ember_train_config_format(a, text, n + 1);
+    memset(b, 0x5a, sizeof *b);
+    ember_train_config_defaults(b);
+    CHECK_OK(ember_train_config_parse(b, text, "roundtrip"));
+    CHECK(memcmp(a, b, sizeof *a) == 0);
+    return text;
+}
+
 static void test_config(void) {
     ember_train_config a, b;
     ember_train_config_defaults(&a);
@@ -43,13 +55,7 @@ static void test_config(void) {
     ember_train_config_set(&a, "interaction", "dcn");
     ember_train_config_set(&a, "sparse-optimizer", "rowwise_adagrad");
     ember_train_config_set(&a, "lmdb", "/tmp/x y");
-    size_t n = ember_train_config_format(&a, NULL, 0);
-    char *text = malloc(n + 1);
-    ember_train_config_format(&a, text, n + 1);
-    memset(&b, 0x5a, sizeof b);
-    ember_train_config_defaults(&b);
-    CHECK_OK(ember_train_config_parse(&b, text, "roundtrip"));
-    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    char *text = roundtrip(&a, &b);
     CHECK_EQ_INT(b.sparse_optimizer, EMBER_SPARSE_OPTIM_ROWWISE_ADAGRAD);
     CHECK_EQ_INT(b.bottom[1], 16);
     CHECK_EQ_INT(b.bottom[2], 0);
@@ -103,14 +109,8 @@ static void test_config_tiers(void) {
     CHECK_OK(ember_train_config_set(&a, "warmup", "/tmp/counts.freq"));
     CHECK_EQ_INT(a.plan, EMBER_TRAIN_PLAN_AUTO);
     CHECK_EQ_INT(a.tier_rounding, EMBER_CACHE_ROUNDING_NEAREST);
-    size_t n = ember_train_config_format(&a, NULL, 0);
-    char *text = malloc(n + 1);
-    ember_train_config_format(&a, text, n + 1);
+    char *text = roundtrip(&a, &b);
     CHECK(strstr(text, "tier-hot = 0.05") && strstr(text, "tier-rounding = nearest") && strstr(text, "plan = auto"));
-    memset(&b, 0x5a, sizeof b);
-    ember_train_config_defaults(&b);
-    CHECK_OK(ember_train_config_parse(&b, text, "roundtrip"));
-    CHECK(memcmp(&a, &b, sizeof a) == 0);
     free(text);
     CHECK_OK(ember_train_config_validate(&a));
     CHECK_OK(ember_train_config_set(&b, "plan", "rowwise"));
@@ -138,7 +138,7 @@ static void test_config_tiers(void) {
     CHECK_STATUS(ember_train_config_validate(&b), EMBER_ERR_INVALID_ARGUMENT);
     CHECK(strstr(ember_last_error(), "warmup needs the cache") != NULL);
     ember_train_config_set(&b, "plan", "minimax");
-    n = ember_train_config_format(&b, NULL, 0);
+    size_t n = ember_train_config_format(&b, NULL, 0);
     text = malloc(n + 1);
     ember_train_config_format(&b, text, n + 1);
     CHECK(strstr(text, "plan = minimax") != NULL);
@@ -182,14 +182,8 @@ static void test_config_offload(void) {
     CHECK_OK(ember_train_config_set(&a, "offload-state-host", "0.75"));
     CHECK_OK(ember_train_config_set(&a, "device-mem", "1000000"));
     CHECK_EQ_INT(a.offload, EMBER_TRAIN_OFFLOAD_STATIC);
-    size_t n = ember_train_config_format(&a, NULL, 0);
-    char *text = malloc(n + 1);
-    ember_train_config_format(&a, text, n + 1);
+    char *text = roundtrip(&a, &b);
     CHECK(strstr(text, "offload = static\n") && strstr(text, "offload-param-host = 0.25\n"));
-    memset(&b, 0x5a, sizeof b);
-    ember_train_config_defaults(&b);
-    CHECK_OK(ember_train_config_parse(&b, text, "roundtrip"));
-    CHECK(memcmp(&a, &b, sizeof a) == 0);
     free(text);
     CHECK_OK(ember_train_config_validate(&a));
     CHECK_OK(ember_train_config_set(&b, "offload", "auto"));
