@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "graph_util.h"
 #include "mpi_world.h"
 #include "ember/parallel.h"
 
@@ -37,13 +38,7 @@
 static int R, N;
 
 /* deterministic data: feature j of global sample i at step s, and its label */
-static float feat(int s, int i, int j) {
-    uint32_t h = (uint32_t)(s * 7919 + i * 131 + j * 17 + 1) * 2654435761u;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    return (float)(h % 2001) / 1000.0f - 1.0f;
-}
+static float feat(int s, int i, int j) { return graph_test_feature(s, i, j); }
 static float label(int s, int i) { return feat(s, i, 0) + 0.5f * feat(s, i, 3) > 0.0f ? 1.0f : 0.0f; }
 
 typedef struct model {

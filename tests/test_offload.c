@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "graph_util.h"
 #include "ember/offload.h"
 #include "ember/train.h"
 #include "engine/chunk.h"
@@ -243,28 +244,6 @@ static ember_status feed(model *m, int step) {
     return ember_rng_uniform(&r, xv, -1.0f, 1.0f);
 }
 
-/* Parameter values, in node order, concatenated. */
-static float *snapshot(model *m, size_t *n) {
-    size_t total = 0;
-    for (int i = 0; i < ember_graph_node_count(m->g); i++) {
-        ember_node_info in;
-        if (ember_graph_node_info(m->g, i, &in) == EMBER_OK && strcmp(in.op, "param") == 0) total += in.out_bytes / 4;
-    }
-    float *v = malloc(total * sizeof *v);
-    size_t k = 0;
-    for (int i = 0; v && i < ember_graph_node_count(m->g); i++) {
-        ember_node_info in;
-        ember_node *p;
-        ember_tensor *t;
-        if (ember_graph_node_info(m->g, i, &in) != EMBER_OK || strcmp(in.op, "param") != 0) continue;
-        if (ember_graph_find(m->g, in.name, &p) != EMBER_OK || ember_node_value(p, &t) != EMBER_OK) continue;
-        memcpy(v + k, ember_tensor_data(t), in.out_bytes);
-        k += in.out_bytes / 4;
-    }
-    *n = total;
-    return v;
-}
-
 static float loss_of(model *m) {
     ember_tensor *t;
     if (ember_node_value(m->loss, &t) != EMBER_OK) return NAN;
@@ -291,7 +270,7 @@ static void run_plain(run_result *r, int checkpoint) {
         CHECK_OK(ember_optimizer_step(m.opt));
         r->loss[s] = loss_of(&m);
     }
-    r->params = snapshot(&m, &r->nparams);
+    r->params = graph_params_snapshot(m.g, &r->nparams);
     free_model(&m);
 }
 
@@ -324,12 +303,12 @@ static void run_offload(run_result *r, ember_offload_config cfg, int divisor, in
     ember_memory_stats ms;
     ember_memory_get_stats(m.mm, &ms);
     r->peak_device = ms.peak_total[EMBER_TIER_DEVICE];
-    r->params = snapshot(&m, &r->nparams);
+    r->params = graph_params_snapshot(m.g, &r->nparams);
     /* destroy gives the parameters their own memory back, values unchanged */
     ember_offload_destroy(m.off);
     m.off = NULL;
     size_t n2;
-    float *after = snapshot(&m, &n2);
+    float *after = graph_params_snapshot(m.g, &n2);
     CHECK(n2 == r->nparams && memcmp(after, r->params, n2 * 4) == 0);
     free(after);
     CHECK_OK(feed(&m, 0));
@@ -427,7 +406,7 @@ static void test_shared_budget(void) {
     CHECK(ms.peak[EMBER_TIER_DEVICE][EMBER_MEM_PARAMETER] > 0);
     CHECK(ms.peak[EMBER_TIER_DEVICE][EMBER_MEM_ACTIVATION] > 0);
     size_t n;
-    float *p = snapshot(&m, &n);
+    float *p = graph_params_snapshot(m.g, &n);
     CHECK(n == ref.nparams && memcmp(p, ref.params, n * 4) == 0);
     free(p);
     free(ref.params);
@@ -551,7 +530,7 @@ static void test_reclaim(void) {
     ember_memory_get_stats(m.mm, &ms);
     CHECK(ms.peak_total[EMBER_TIER_DEVICE] <= budget);
     size_t n;
-    float *p = snapshot(&m, &n);
+    float *p = graph_params_snapshot(m.g, &n);
     CHECK(n == ref.nparams && p && memcmp(p, ref.params, n * 4) == 0);
     free(p);
     ember_memory_free(m.mm, job.p);

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "graph_util.h"
 #include "mpi_world.h"
 #include "ember/offload.h"
 #include "ember/parallel.h"
@@ -49,13 +50,7 @@
 static int R, N;
 
 /* deterministic data: feature j of global sample i at step s */
-static float feat(int s, int i, int j) {
-    uint32_t h = (uint32_t)(s * 7919 + i * 131 + j * 17 + 1) * 2654435761u;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    return (float)(h % 2001) / 1000.0f - 1.0f;
-}
+static float feat(int s, int i, int j) { return graph_test_feature(s, i, j); }
 
 typedef struct model {
     ember_memory *mm;
@@ -116,28 +111,6 @@ static float model_loss(model *m) {
     return *(float *)ember_tensor_data(t);
 }
 
-/* Parameter values, in node order, concatenated. */
-static float *snapshot(model *m, size_t *n) {
-    size_t total = 0;
-    for (int i = 0; i < ember_graph_node_count(m->g); i++) {
-        ember_node_info in;
-        if (ember_graph_node_info(m->g, i, &in) == EMBER_OK && strcmp(in.op, "param") == 0) total += in.out_bytes / 4;
-    }
-    float *v = malloc(total * sizeof *v + 1);
-    size_t k = 0;
-    for (int i = 0; v && i < ember_graph_node_count(m->g); i++) {
-        ember_node_info in;
-        ember_node *p;
-        ember_tensor *t;
-        if (ember_graph_node_info(m->g, i, &in) != EMBER_OK || strcmp(in.op, "param") != 0) continue;
-        if (ember_graph_find(m->g, in.name, &p) != EMBER_OK || ember_node_value(p, &t) != EMBER_OK) continue;
-        memcpy(v + k, ember_tensor_data(t), in.out_bytes);
-        k += in.out_bytes / 4;
-    }
-    *n = total;
-    return v;
-}
-
 /* The reference: one process, the global batch, a plain optimizer. */
 typedef struct reference {
     float loss[STEPS];
@@ -156,7 +129,7 @@ static void train_reference(reference *ref, ember_optim_kind kind, int64_t width
         CHECK_OK(ember_optimizer_step(m.opt));
         ref->loss[s] = model_loss(&m);
     }
-    ref->params = snapshot(&m, &ref->n);
+    ref->params = graph_params_snapshot(m.g, &ref->n);
     model_free(&m);
 }
 
@@ -267,7 +240,7 @@ static void run_variant(ember_comm *w, const variant *v, const reference *ref, s
         CHECK_EQ_INT(ts, EMBER_TENSOR_STATE_FREE);
     }
 
-    out->params = snapshot(&m, &out->n);
+    out->params = graph_params_snapshot(m.g, &out->n);
     CHECK(out->n == ref->n);
     double worst = out->params && out->n == ref->n ? max_diff(out->params, ref->params, out->n) : 1e30;
     if (!(worst <= TOL)) fprintf(stderr, "rank %d of %d: %s: max |zero - reference| = %.3g > %.3g\n", R, N, v->name, worst, TOL);
@@ -283,7 +256,7 @@ static void run_variant(ember_comm *w, const variant *v, const reference *ref, s
     ember_offload_destroy(m.off);
     m.off = NULL;
     size_t n2;
-    float *after = snapshot(&m, &n2);
+    float *after = graph_params_snapshot(m.g, &n2);
     CHECK(after && n2 == out->n && out->params && memcmp(after, out->params, n2 * 4) == 0);
     free(after);
     model_free(&m);
@@ -341,7 +314,7 @@ static void test_self(void) {
     CHECK_EQ_INT(sa.optim_state_bytes, sb.optim_state_bytes);
     CHECK_EQ_INT(sa.model_bytes, sb.model_bytes);
     size_t na, nb;
-    float *pa = snapshot(&a, &na), *pb = snapshot(&b, &nb);
+    float *pa = graph_params_snapshot(a.g, &na), *pb = graph_params_snapshot(b.g, &nb);
     CHECK(pa && pb && na == nb && memcmp(pa, pb, na * 4) == 0);
     free(pa);
     free(pb);
