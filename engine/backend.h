@@ -84,6 +84,8 @@ typedef struct ember__backend {
 int ember__matmul_bf16(void);
 /* This build and CPU can (ember_set_matmul_precision would accept bf16). */
 int ember__matmul_bf16_supported(void);
+/* Why this build and CPU cannot do bf16 products natively, or NULL when they can. */
+const char *ember__matmul_bf16_refusal(void);
 /* One bf16 product on the CPU (engine/cpu/gemm_bf16.c), the gemm entry's semantics. */
 ember_status ember__gemm_bf16(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);

@@ -10,7 +10,8 @@
 
 #include "ember/ember.h"
 
-/* Every parameter's values, in node order, concatenated (malloc'd; *n floats). */
+/* Every parameter's values, in node order, concatenated (malloc'd; *n floats); NULL when
+   a parameter's value cannot be read. */
 static inline float *graph_params_snapshot(ember_graph *g, size_t *n) {
     size_t total = 0;
     for (int i = 0; i < ember_graph_node_count(g); i++) {
@@ -24,12 +25,31 @@ static inline float *graph_params_snapshot(ember_graph *g, size_t *n) {
         ember_node *p;
         ember_tensor *t;
         if (ember_graph_node_info(g, i, &in) != EMBER_OK || strcmp(in.op, "param") != 0) continue;
-        if (ember_graph_find(g, in.name, &p) != EMBER_OK || ember_node_value(p, &t) != EMBER_OK) continue;
+        if (ember_graph_find(g, in.name, &p) != EMBER_OK || ember_node_value(p, &t) != EMBER_OK) {
+            free(v); /* a parameter without its value: no snapshot */
+            return NULL;
+        }
         memcpy(v + k, ember_tensor_data(t), in.out_bytes);
         k += in.out_bytes / 4;
     }
     *n = total;
     return v;
+}
+
+/* The reverse of graph_params_snapshot: every parameter set from src, in node order;
+   0 when a parameter's value cannot be reached. */
+static inline int graph_params_restore(ember_graph *g, const float *src) {
+    size_t k = 0;
+    for (int i = 0; i < ember_graph_node_count(g); i++) {
+        ember_node_info in;
+        ember_node *p;
+        ember_tensor *t;
+        if (ember_graph_node_info(g, i, &in) != EMBER_OK || strcmp(in.op, "param") != 0) continue;
+        if (ember_graph_find(g, in.name, &p) != EMBER_OK || ember_node_value(p, &t) != EMBER_OK) return 0;
+        memcpy(ember_tensor_data(t), src + k, in.out_bytes);
+        k += in.out_bytes / 4;
+    }
+    return 1;
 }
 
 /* Deterministic data in [-1, 1]: feature j of global sample i at step s (the same on

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "ember/parallel.h"
+#include "ember/partition.h"
 
 /* The world over MPI, every collective validated and timed out after 120 s (a rank
    that dies makes the others fail instead of hang); NULL, said on stderr, on failure. */
@@ -39,6 +40,20 @@ static inline int mpi_skip(ember_comm *w, int rank, int skip, const char *why, .
     }
     ember_comm_destroy(w);
     return 1;
+}
+
+/* Distinct ids among a table's n lookups that `rank` serves under the plan (rows it owns,
+   or rows every rank holds); the tests' ids are below 64. -1 when an id cannot be located. */
+static inline int64_t plan_rank_unique(const ember_plan *plan, int table, const int64_t *ids, int64_t n, int rank) {
+    char seen[64] = {0};
+    int64_t u = 0;
+    for (int64_t k = 0; k < n; k++) {
+        int rk;
+        int64_t lr;
+        if (ids[k] < 0 || ids[k] >= 64 || ember_plan_locate(plan, table, ids[k], &rk, &lr) != EMBER_OK) return -1;
+        if (rk == rank || rk == EMBER_PLAN_EVERY_RANK) u += !seen[ids[k]]++;
+    }
+    return u;
 }
 
 #endif /* EMBER_TESTS_MPI_WORLD_H */

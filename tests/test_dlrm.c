@@ -297,6 +297,22 @@ static void test_structure(void) {
 
 /* The same model with its tables behind a small cache (look-ahead 2, batches submitted
    ahead) trains bit for bit as the resident one, through many evictions. */
+/* Every row and state float of tables [0, nt) of a and b: the same bits. */
+static void same_tables(ember_dlrm *a, ember_dlrm *b, int nt, const int64_t *rows) {
+    for (int t = 0; t < nt; t++) {
+        int64_t d = ember_dlrm_table_dim(a, t), sf = ember_dlrm_state_floats(a, t);
+        CHECK_EQ_INT(ember_dlrm_table_dim(b, t), d);
+        CHECK_EQ_INT(ember_dlrm_state_floats(b, t), sf);
+        float *w0 = malloc((size_t)(rows[t] * d) * 4), *w1 = malloc((size_t)(rows[t] * d) * 4);
+        float *s0 = malloc((size_t)(rows[t] * sf) * 4 + 4), *s1 = malloc((size_t)(rows[t] * sf) * 4 + 4);
+        CHECK_OK(ember_dlrm_read_table(a, t, 0, rows[t], w0, s0));
+        CHECK_OK(ember_dlrm_read_table(b, t, 0, rows[t], w1, s1));
+        CHECK(memcmp(w0, w1, (size_t)(rows[t] * d) * sizeof *w0) == 0);
+        CHECK(memcmp(s0, s1, (size_t)(rows[t] * sf) * sizeof *s0) == 0);
+        free(w0), free(w1), free(s0), free(s1);
+    }
+}
+
 static void test_cached(ember_sparse_optim sparse_kind, ember_cache_policy policy) {
     enum { B = 16, T = 3, STEPS = 60, AHEAD = 2 };
     static const int64_t rows[T] = {400, 300, 240};
@@ -340,14 +356,7 @@ static void test_cached(ember_sparse_optim sparse_kind, ember_cache_policy polic
     }
     CHECK_EQ_INT(diff, 0);
     CHECK_EQ_INT(ember_dlrm_pending(m), 0);
-    for (int t = 0; t < T; t++) {
-        static float w0[400 * 4], w1[400 * 4], s0[400 * 8], s1[400 * 8];
-        int64_t sf = ember_dlrm_state_floats(m, t);
-        CHECK_OK(ember_dlrm_read_table(ref, t, 0, rows[t], w0, s0));
-        CHECK_OK(ember_dlrm_read_table(m, t, 0, rows[t], w1, s1));
-        CHECK(memcmp(w0, w1, (size_t)rows[t] * 4 * sizeof *w0) == 0);
-        CHECK(memcmp(s0, s1, (size_t)(rows[t] * sf) * sizeof *s0) == 0);
-    }
+    same_tables(ref, m, T, rows);
     ember_cache_stats cs;
     CHECK_OK(ember_cache_get_stats(ember_dlrm_cache(m), &cs));
     CHECK(cs.evictions > 0);
@@ -516,14 +525,7 @@ static void test_offload(ember_offload_policy policy, ember_optim_kind kind, int
     CHECK(memcmp(p0, p1, sizeof p0) == 0);
     CHECK_EQ_INT(params_differ(ref, m), 0);
     state_matches(ref, off);
-    for (int t = 0; t < OFF_T; t++) {
-        static float w0[60 * 16], w1[60 * 16], s0[60 * 16], s1[60 * 16];
-        int64_t sf = ember_dlrm_state_floats(m, t);
-        CHECK_OK(ember_dlrm_read_table(ref, t, 0, off_rows[t], w0, s0));
-        CHECK_OK(ember_dlrm_read_table(m, t, 0, off_rows[t], w1, s1));
-        CHECK(memcmp(w0, w1, (size_t)off_rows[t] * 16 * sizeof *w0) == 0);
-        CHECK(memcmp(s0, s1, (size_t)(off_rows[t] * sf) * sizeof *s0) == 0);
-    }
+    same_tables(ref, m, OFF_T, off_rows);
     /* within the budget all along (the manager reset the peaks when it applied it) */
     ember_memory_stats ms;
     ember_memory_get_stats(mm, &ms);

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "graph_util.h"
 #include "mpi_world.h"
 #include "ember/datasets.h"
 #include "ember/dlrm.h"
@@ -130,44 +131,14 @@ static ember_dlrm_config config(ember_comm *comm, ember_plan_kind plan, ember_sp
 
 /* All dense parameters, in graph order, into a malloc'd array. */
 static float *dense_params(ember_dlrm *m, int64_t *n) {
-    ember_graph *g = ember_dlrm_graph(m);
-    int64_t total = 0;
-    float *out = NULL;
-    for (int pass = 0; pass < 2; pass++) {
-        int64_t k = 0;
-        for (int i = 0; i < ember_graph_node_count(g); i++) {
-            ember_node_info info;
-            ember_node *node;
-            ember_tensor *v;
-            if (ember_graph_node_info(g, i, &info) != EMBER_OK || strcmp(info.op, "param") != 0) continue;
-            CHECK_OK(ember_graph_find(g, info.name, &node));
-            CHECK_OK(ember_node_value(node, &v));
-            if (pass) memcpy(out + k, ember_tensor_data(v), (size_t)ember_tensor_numel(v) * sizeof *out);
-            k += ember_tensor_numel(v);
-        }
-        if (!pass) {
-            total = k;
-            out = malloc((size_t)(total ? total : 1) * sizeof *out);
-        }
-    }
-    *n = total;
-    return out;
+    size_t k = 0;
+    float *v = graph_params_snapshot(ember_dlrm_graph(m), &k);
+    CHECK(v != NULL);
+    *n = (int64_t)k;
+    return v;
 }
 
-static void set_dense_params(ember_dlrm *m, const float *src) {
-    ember_graph *g = ember_dlrm_graph(m);
-    int64_t k = 0;
-    for (int i = 0; i < ember_graph_node_count(g); i++) {
-        ember_node_info info;
-        ember_node *node;
-        ember_tensor *v;
-        if (ember_graph_node_info(g, i, &info) != EMBER_OK || strcmp(info.op, "param") != 0) continue;
-        CHECK_OK(ember_graph_find(g, info.name, &node));
-        CHECK_OK(ember_node_value(node, &v));
-        memcpy(ember_tensor_data(v), src + k, (size_t)ember_tensor_numel(v) * sizeof *src);
-        k += ember_tensor_numel(v);
-    }
-}
+static void set_dense_params(ember_dlrm *m, const float *src) { CHECK(graph_params_restore(ember_dlrm_graph(m), src)); }
 
 /* Tables and their state of a and b (a sharded: collective) within tol. */
 static void compare_tables(ember_dlrm *a, ember_dlrm *b, double tol) {
@@ -200,14 +171,8 @@ static int64_t max_unique(const ember_plan *plan) {
     for (int s = 0; plan && s <= STEPS; s++) {
         make_batch(&b, s);
         for (int t = 0; t < T; t++) {
-            char seen[64] = {0};
-            int64_t u = 0;
-            for (int64_t k = 0; k < b.f[t].length; k++) {
-                int rk;
-                int64_t lr;
-                CHECK_OK(ember_plan_locate(plan, t, b.vals[t][k], &rk, &lr));
-                if (rk == R || rk == EMBER_PLAN_EVERY_RANK) u += !seen[b.vals[t][k]]++;
-            }
+            int64_t u = plan_rank_unique(plan, t, b.vals[t], b.f[t].length, R);
+            CHECK(u >= 0);
             if (u > best) best = u;
         }
     }

@@ -210,14 +210,8 @@ static int64_t max_unique(const ember_plan *plan, int steps) {
         batch g;
         make_global(&g, step);
         for (int t = 0; t < T; t++) {
-            char seen[64] = {0};
-            int64_t u = 0;
-            for (int64_t k = 0; k < g.f[t].length; k++) {
-                int rk;
-                int64_t lr;
-                CHECK_OK(ember_plan_locate(plan, t, g.vals[t][k], &rk, &lr));
-                if (rk == R || rk == EMBER_PLAN_EVERY_RANK) u += !seen[g.vals[t][k]]++;
-            }
+            int64_t u = plan_rank_unique(plan, t, g.vals[t], g.f[t].length, R);
+            CHECK(u >= 0);
             if (u > best) best = u;
         }
         batch_free(&g);

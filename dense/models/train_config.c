@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/backend.h"
 #include "engine/internal.h"
 #include "ember/ember.h"
 #include "ember/train.h"
@@ -454,14 +455,8 @@ ember_status ember_train_config_validate(const ember_train_config *c) {
     if ((unsigned)c->matmul_precision >= EMBER_MATMUL_PRECISION_COUNT)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "config: matmul-precision %d is not f32 or bf16",
                             (int)c->matmul_precision);
-    if (c->matmul_precision == EMBER_MATMUL_BF16) {
-        ember_features f;
-        ember_get_features(&f);
-        if (!f.bf16_matmul)
-            return ember__error(EMBER_ERR_UNSUPPORTED, "config: matmul-precision bf16: %s",
-                                f.dnnl ? "this CPU has neither AMX nor AVX512-BF16"
-                                       : "this ember was built without oneDNN (libdnnl-dev)");
-    }
+    const char *no_bf16 = c->matmul_precision == EMBER_MATMUL_BF16 ? ember__matmul_bf16_refusal() : NULL;
+    if (no_bf16) return ember__error(EMBER_ERR_UNSUPPORTED, "config: matmul-precision bf16: %s", no_bf16);
     /* no default budget: the point of offload is the budget the user has */
     if (c->offload != EMBER_TRAIN_OFFLOAD_NONE && c->device_mem <= 0)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT,

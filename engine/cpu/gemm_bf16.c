@@ -48,8 +48,7 @@ ember_matmul_precision ember_get_matmul_precision(void) { return (ember_matmul_p
 
 int ember__matmul_bf16(void) { return atomic_load_explicit(&precision, memory_order_relaxed) == EMBER_MATMUL_BF16; }
 
-/* Why this build and CPU cannot do bf16 products natively, or NULL when they can. */
-static const char *bf16_refusal(void) {
+const char *ember__matmul_bf16_refusal(void) {
 #ifdef EMBER_HAVE_DNNL
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     /* the ISA values are bit sets: each includes the ones below it */
@@ -61,13 +60,13 @@ static const char *bf16_refusal(void) {
 #endif
 }
 
-int ember__matmul_bf16_supported(void) { return bf16_refusal() == NULL; }
+int ember__matmul_bf16_supported(void) { return ember__matmul_bf16_refusal() == NULL; }
 
 ember_status ember_set_matmul_precision(ember_matmul_precision p) {
     if ((unsigned)p >= EMBER_MATMUL_PRECISION_COUNT)
         return ember__error(EMBER_ERR_INVALID_ARGUMENT, "ember_set_matmul_precision: %d is not a precision", (int)p);
     if (p == EMBER_MATMUL_BF16) {
-        const char *why = bf16_refusal();
+        const char *why = ember__matmul_bf16_refusal();
         if (why) return ember__error(EMBER_ERR_UNSUPPORTED, "ember_set_matmul_precision: bf16: %s", why);
     }
     atomic_store(&precision, (int)p);
