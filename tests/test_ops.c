@@ -286,6 +286,53 @@ static void test_gemm(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ember_tensor_destroy(all[i]);
 }
 
+/* Products with a short side (a small batch: engine/cpu/gemm_skinny.c on AVX-512 CPUs):
+   each of its cases (NN and NT with m short, TN with k short) at short sides across its
+   8-row blocks and long sides across its 48-column tiles and 16-lane tails, with
+   alpha/beta and operands whose rows are longer than their columns (views); and the
+   same bits at 1 and 2 threads. */
+static void test_gemm_short(void) {
+    const int64_t shorts[] = {1, 7, 8, 13, 32, 64}, longs[][2] = {{128, 128}, {130, 257}, {1000, 131}};
+    int prev = ember_get_num_threads(), cases = 0;
+    for (int kind = 0; kind < 3; kind++) /* 0: NN, 1: NT (m short), 2: TN (k short) */
+        for (size_t si = 0; si < sizeof shorts / sizeof shorts[0]; si++)
+            for (size_t li = 0; li < sizeof longs / sizeof longs[0]; li++) {
+                int ta = kind == 2, tb = kind == 1;
+                int64_t s = shorts[si], l1 = longs[li][0], l2 = longs[li][1];
+                int64_t m = kind == 2 ? l1 : s, n = kind == 2 ? l2 : l1, k = kind == 2 ? s : l2;
+                float alpha = si % 2 ? 0.5f : 1.0f, beta = li == 1 ? -0.75f : 0.0f;
+                /* A and B as column views of wider matrices: leading dims past their widths */
+                int64_t ar = ta ? k : m, acols = ta ? m : k, br = tb ? n : k, bcols = tb ? k : n;
+                ember_tensor *aw = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){ar, acols + 3}, 51 + kind, -1, 1);
+                ember_tensor *bw = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){br, bcols + 5}, 61 + kind, -1, 1);
+                ember_tensor *a = NULL, *b = NULL;
+                CHECK_OK(ember_tensor_narrow(aw, 1, 3, acols, &a));
+                CHECK_OK(ember_tensor_narrow(bw, 1, 5, bcols, &b));
+                ember_tensor *c1 = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){m, n}, 71, -1, 1), *c2 = NULL;
+                CHECK_OK(ember_tensor_clone(c1, EMBER_TIER_HOST, NULL, &c2));
+                float *want = malloc((size_t)(m * n) * sizeof *want);
+                memcpy(want, ember_tensor_data(c1), (size_t)(m * n) * sizeof *want);
+                ref_gemm(ta, tb, m, n, k, alpha, (const float *)ember_tensor_data(aw) + 3, acols + 3,
+                         (const float *)ember_tensor_data(bw) + 5, bcols + 5, beta, want, n);
+                ember_set_num_threads(1);
+                CHECK_OK(ember_gemm(ta, tb, alpha, a, b, beta, c1));
+                ember_set_num_threads(2);
+                CHECK_OK(ember_gemm(ta, tb, alpha, a, b, beta, c2));
+                CHECK_NEAR_ARRAY((const float *)ember_tensor_data(c1), want, m * n, 1e-4);
+                if (memcmp(ember_tensor_data(c1), ember_tensor_data(c2), (size_t)(m * n) * sizeof(float)) != 0) {
+                    fprintf(stderr, "FAIL short gemm %s m=%lld n=%lld k=%lld: 1 and 2 threads differ\n",
+                            kind == 0 ? "NN" : kind == 1 ? "NT" : "TN", (long long)m, (long long)n, (long long)k);
+                    CHECK(0);
+                }
+                free(want);
+                ember_tensor *all[] = {aw, bw, a, b, c1, c2};
+                for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ember_tensor_destroy(all[i]);
+                cases++;
+            }
+    ember_set_num_threads(prev);
+    printf("short gemm: %d products against the reference, the same bits at 1 and 2 threads\n", cases);
+}
+
 /* bf16 matmul precision: the product of the bf16-rounded operands, accumulated in f32
    (so within k * 2^-23 of the exact product of the rounded values, and far from the
    f32 product for these sizes); small products stay f32 bit for bit. */
@@ -394,6 +441,7 @@ int main(void) {
     test_elementwise();
     test_reduce();
     test_gemm();
+    test_gemm_short();
     test_gemm_bf16();
     test_bad_operands();
     return check_summary();

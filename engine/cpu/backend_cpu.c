@@ -468,6 +468,8 @@ static ember_status cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int
                                        beta, c + i * stride_c, ldc));
         return EMBER_OK;
     }
+    if (batch == 1 && ember__gemm_skinny(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))
+        return EMBER_OK;
 #ifdef EMBER_HAVE_BLAS
     if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
         ldc > INT32_MAX)
