@@ -338,7 +338,7 @@ static void test_training(int checkpoint) {
 
     /* a budget of a fifth of the model data: placement works for its living */
     run_result au = {0};
-    run_offload(&au, (ember_offload_config){.policy = EMBER_OFFLOAD_AUTO}, 5, checkpoint);
+    run_offload(&au, (ember_offload_config){.policy = EMBER_OFFLOAD_AUTO, .sync = -1}, 5, checkpoint);
     check_same(&ref, &au, "auto");
     CHECK(au.peak_device <= au.budget);
     CHECK(au.st.evictions > 0);
@@ -352,6 +352,14 @@ static void test_training(int checkpoint) {
     check_same(&ref, &sy, "auto sync");
     CHECK(sy.peak_device <= sy.budget);
     CHECK_EQ_INT(sy.st.prefetches, 0);
+
+    /* the default on a CPU-only device tier: no side thread either */
+    run_result df = {0};
+    run_offload(&df, (ember_offload_config){.policy = EMBER_OFFLOAD_AUTO}, 5, checkpoint);
+    check_same(&ref, &df, "auto default");
+    CHECK(df.peak_device <= df.budget);
+    CHECK_EQ_INT(df.st.prefetches, 0);
+    CHECK(df.st.h2d_bytes == sy.st.h2d_bytes && df.st.d2h_bytes == sy.st.d2h_bytes);
 
     run_result nv = {0};
     run_offload(&nv, (ember_offload_config){.policy = EMBER_OFFLOAD_NAIVE}, 5, checkpoint);
@@ -373,7 +381,7 @@ static void test_training(int checkpoint) {
                 1, checkpoint);
     check_same(&ref, &sd, "static, state on device");
     CHECK(sd.st.state_chunks_on_device > 0);
-    run_result *all[] = {&ref, &un, &au, &sy, &nv, &sa, &sd};
+    run_result *all[] = {&ref, &un, &au, &sy, &df, &nv, &sa, &sd};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->params);
 }
 

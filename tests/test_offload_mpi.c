@@ -179,7 +179,8 @@ static void run_variant(ember_comm *w, const variant *v, const reference *ref, s
     CHECK_OK(ember_offload_create(&(ember_offload_config){.graph = m.g, .optim = &oc, .policy = v->policy,
                                                           .chunk_elems = LAYER_CHUNK(v->width), .device_budget = budget,
                                                           .param_host_fraction = v->param_host,
-                                                          .state_host_fraction = v->state_host, .comm = w},
+                                                          .state_host_fraction = v->state_host, .comm = w,
+                                                          .sync = -1 /* the side thread, on a CPU too */},
                                   &m.off));
     if (!m.off) {
         model_free(&m);

@@ -71,7 +71,8 @@
  *     parameter the host optimizer will overwrite, counts as never used again, and
  *     clean chunks go before dirty ones at equal distance). The chunks of the next
  *     `lookahead` ops that need any are prefetched on a side thread (a side CUDA
- *     stream on a GPU), evicting only clean chunks used later than the prefetched
+ *     stream on a GPU; on a CPU-only machine only when `sync` asks for one, see the
+ *     config), evicting only clean chunks used later than the prefetched
  *     one; a prefetch the side thread has not started when its op comes is done by
  *     the calling thread. Finished gradients whose device copy is dead are written
  *     back on the side thread and released. After the warm-up, optimizer-state
@@ -257,8 +258,14 @@ typedef struct ember_offload_config {
     double param_host_fraction;          /* STATIC: parameter (and gradient) chunks on the host */
     double state_host_fraction;          /* STATIC: optimizer-state chunks on the host */
     int lookahead;                       /* AUTO: ops (that need chunks) prefetched ahead; 0: 2; < 0: none */
-    int sync;                            /* non-zero: transfers on the calling thread (no side thread;
-                                            also when a chunk is under 256 KiB, too small to hand off) */
+    int sync;                            /* where transfers run. 0: on a side thread when the device
+                                            tier is a GPU (its copy engine overlaps the kernels), on
+                                            the calling thread with its OpenMP team when it is a DRAM
+                                            budget (a copy there is CPU work on the cores and memory
+                                            bus the compute uses: a side thread only competes with
+                                            it); > 0: always the calling thread; < 0: always a side
+                                            thread. Chunks under 256 KiB are always copied on the
+                                            calling thread (too small to hand off). */
     ember_comm *comm;                    /* data-parallel ranks to shard the chunks over (ZeRO, above);
                                             NULL or one rank: none. Not owned: keep it alive */
 } ember_offload_config;
