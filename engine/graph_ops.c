@@ -809,19 +809,59 @@ static ember_status k_interaction(const ember__exec *x) {
 
 /* dT_i = sum_{j<i} g_ij T_j + sum_{k>i} g_ki T_k (+ 2 g_ii T_i with the diagonal, added
    as two terms: the pair (i, i) feeds both of its rows, which are the same row). */
-/* One sample; element-wise over c, so every vector width gives the same bits. */
+/* One sample, a row of dT at a time: row i's sum runs over j = 0 .. f-1 in order (the
+   diagonal's two terms at j = i), in registers, 64 columns at a time. That is the order
+   in which a loop over the pairs adds into row i, so the bits are those of the
+   pairwise form (and of the CUDA kernel), at a third of the loads and stores. Products
+   and sums are rounded separately (no contraction), element-wise over c: every vector
+   width gives the same bits. */
 EMBER_VECTOR_CLONES static void interaction_bwd_sample(float *os, const float *ts, const float *gs, int64_t f, int64_t d,
-                                                       int64_t self) {
-    memset(os, 0, (size_t)(f * d) * sizeof *os);
-    int64_t k = 0;
-    for (int64_t i = 1 - self; i < f; i++)
-        for (int64_t j = 0; j < i + self; j++, k++) {
-            float gv = gs[k];
-            for (int64_t c = 0; c < d; c++) {
-                os[i * d + c] += gv * ts[j * d + c];
-                os[j * d + c] += gv * ts[i * d + c];
-            }
+                                                       int64_t self, float *gcol) {
+    typedef float v16 __attribute__((vector_size(64)));
+    for (int64_t i = 0; i < f; i++) {
+        /* row i's pair gradients in j order */
+        for (int64_t j = 0; j < f; j++) {
+            int64_t hi = j > i ? j : i, lo = j > i ? i : j;
+            gcol[j] = gs[(self ? hi * (hi + 1) / 2 : hi * (hi - 1) / 2) + lo];
         }
+        float *o = os + i * d;
+        int64_t c0 = 0;
+        for (; c0 + 64 <= d; c0 += 64) {
+            v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, x0, x1, x2, x3;
+            for (int64_t j = 0; j < f; j++) {
+                if (j == i && !self) continue;
+                const float *tj = ts + j * d + c0;
+                float gv = gcol[j];
+                memcpy(&x0, tj, sizeof x0);
+                memcpy(&x1, tj + 16, sizeof x1);
+                memcpy(&x2, tj + 32, sizeof x2);
+                memcpy(&x3, tj + 48, sizeof x3);
+                a0 = a0 + gv * x0;
+                a1 = a1 + gv * x1;
+                a2 = a2 + gv * x2;
+                a3 = a3 + gv * x3;
+                if (j == i) { /* the diagonal's second term */
+                    a0 = a0 + gv * x0;
+                    a1 = a1 + gv * x1;
+                    a2 = a2 + gv * x2;
+                    a3 = a3 + gv * x3;
+                }
+            }
+            memcpy(o + c0, &a0, sizeof a0);
+            memcpy(o + c0 + 16, &a1, sizeof a1);
+            memcpy(o + c0 + 32, &a2, sizeof a2);
+            memcpy(o + c0 + 48, &a3, sizeof a3);
+        }
+        for (int64_t c = c0; c < d; c++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < f; j++) {
+                if (j == i && !self) continue;
+                acc = acc + gcol[j] * ts[j * d + c];
+                if (j == i) acc = acc + gcol[j] * ts[j * d + c];
+            }
+            o[c] = acc;
+        }
+    }
 }
 
 static ember_status k_interaction_bwd(const ember__exec *x) {
@@ -830,8 +870,25 @@ static ember_status k_interaction_bwd(const ember__exec *x) {
     int64_t p = interaction_pairs(f, self);
     const float *in = CF(x->src[0]), *gr = CF(x->src[1]);
     float *o = F(x->out);
-#pragma omp parallel for if (b >= PAR_ROWS) schedule(static)
-    for (int64_t s = 0; s < b; s++) interaction_bwd_sample(o + s * f * d, in + s * f * d, gr + s * p, f, d, self);
+    int nt = 1;
+#ifdef _OPENMP
+    nt = b >= PAR_ROWS ? omp_get_max_threads() : 1;
+#endif
+    /* a row of pair gradients per thread, each on cache lines of its own */
+    int64_t stride = (f + 15) / 16 * 16 + 16;
+    float *gcols = malloc((size_t)(stride * nt) * sizeof *gcols);
+    if (!gcols) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "interaction backward: %lld floats", (long long)(stride * nt));
+#pragma omp parallel num_threads(nt)
+    {
+        float *gcol = gcols;
+#ifdef _OPENMP
+        gcol += (int64_t)omp_get_thread_num() * stride;
+#endif
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < b; s++)
+            interaction_bwd_sample(o + s * f * d, in + s * f * d, gr + s * p, f, d, self, gcol);
+    }
+    free(gcols);
     return EMBER_OK;
 }
 
