@@ -819,10 +819,14 @@ EMBER_VECTOR_CLONES static void interaction_bwd_sample(float *os, const float *t
                                                        int64_t self, float *gcol) {
     typedef float v16 __attribute__((vector_size(64)));
     for (int64_t i = 0; i < f; i++) {
-        /* row i's pair gradients in j order */
-        for (int64_t j = 0; j < f; j++) {
-            int64_t hi = j > i ? j : i, lo = j > i ? i : j;
-            gcol[j] = gs[(self ? hi * (hi + 1) / 2 : hi * (hi - 1) / 2) + lo];
+        /* row i's pair gradients in j order: pairs (i, j <= i) are contiguous in row i of
+           the triangle, pairs (j > i, i) one per later row */
+        int64_t base = self ? i * (i + 1) / 2 : i * (i - 1) / 2;
+        for (int64_t j = 0; j < i + self; j++) gcol[j] = gs[base + j];
+        base += i + self; /* the start of row i + 1 */
+        for (int64_t j = i + 1; j < f; j++) {
+            gcol[j] = gs[base + i];
+            base += j + self;
         }
         float *o = os + i * d;
         int64_t c0 = 0;
@@ -852,14 +856,27 @@ EMBER_VECTOR_CLONES static void interaction_bwd_sample(float *os, const float *t
             memcpy(o + c0 + 32, &a2, sizeof a2);
             memcpy(o + c0 + 48, &a3, sizeof a3);
         }
-        for (int64_t c = c0; c < d; c++) {
-            float acc = 0.0f;
+        for (; c0 + 16 <= d; c0 += 16) {
+            v16 a0 = {0}, x0;
             for (int64_t j = 0; j < f; j++) {
                 if (j == i && !self) continue;
-                acc = acc + gcol[j] * ts[j * d + c];
-                if (j == i) acc = acc + gcol[j] * ts[j * d + c];
+                float gv = gcol[j];
+                memcpy(&x0, ts + j * d + c0, sizeof x0);
+                a0 = a0 + gv * x0;
+                if (j == i) a0 = a0 + gv * x0;
             }
-            o[c] = acc;
+            memcpy(o + c0, &a0, sizeof a0);
+        }
+        /* the last columns (under 16): the same sums, in the output row */
+        if (c0 < d) {
+            for (int64_t c = c0; c < d; c++) o[c] = 0.0f;
+            for (int64_t j = 0; j < f; j++) {
+                if (j == i && !self) continue;
+                const float *tj = ts + j * d;
+                float gv = gcol[j];
+                for (int rep = 0; rep < 1 + (j == i); rep++)
+                    for (int64_t c = c0; c < d; c++) o[c] = o[c] + gv * tj[c];
+            }
         }
     }
 }
