@@ -398,6 +398,26 @@ static void test_gemm_bf16(void) {
                 }
     /* the rounding is really bf16: the f32 products differ from the rounded ones */
     CHECK(worst_f32 > 1e-3);
+    /* a transposed A (a weight gradient's activations: a transposing conversion) gives
+       the bits of its explicit transpose (a plain one), odd sizes included */
+    {
+        const int64_t tm = 203, tk = 517, tn = 96;
+        ember_tensor *at = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){tk, tm}, 46, -1, 1); /* stored (k, m) */
+        ember_tensor *ap = make(EMBER_DTYPE_F32, 2, (int64_t[]){tm, tk});
+        const float *src = ember_tensor_data(at);
+        float *dst = ember_tensor_data(ap);
+        for (int64_t i = 0; i < tm; i++)
+            for (int64_t q = 0; q < tk; q++) dst[i * tk + q] = src[q * tm + i];
+        ember_tensor *bt = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){tk, tn}, 47, -1, 1);
+        ember_tensor *c1 = make(EMBER_DTYPE_F32, 2, (int64_t[]){tm, tn}), *c2 = make(EMBER_DTYPE_F32, 2, (int64_t[]){tm, tn});
+        CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_BF16));
+        CHECK_OK(ember_gemm(1, 0, 1.0f, at, bt, 0.0f, c1));
+        CHECK_OK(ember_gemm(0, 0, 1.0f, ap, bt, 0.0f, c2));
+        CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_F32));
+        CHECK(memcmp(ember_tensor_data(c1), ember_tensor_data(c2), (size_t)(tm * tn) * sizeof(float)) == 0);
+        ember_tensor *all[] = {at, ap, bt, c1, c2};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ember_tensor_destroy(all[i]);
+    }
     /* under the threshold the product stays f32, bit for bit */
     ember_tensor *a = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){32, 64}, 44, -1, 1);
     ember_tensor *b = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){64, 48}, 45, -1, 1);
