@@ -851,10 +851,11 @@ static ember_status k_interaction(const ember__exec *x) {
    pairwise form (and of the CUDA kernel), at a third of the loads and stores. Products
    and sums are rounded separately (no contraction), element-wise over c: every vector
    width gives the same bits. */
-EMBER_VECTOR_CLONES static void interaction_bwd_sample(float *os, const float *ts, const float *gs, int64_t f, int64_t d,
-                                                       int64_t self, float *gcol) {
+/* Rows [r0, r1) of one sample's dT, row r at os + (r - r0) d. */
+EMBER_VECTOR_CLONES static void interaction_bwd_rows(float *os, const float *ts, const float *gs, int64_t f, int64_t d,
+                                                     int64_t self, float *gcol, int64_t r0, int64_t r1) {
     typedef float v16 __attribute__((vector_size(64)));
-    for (int64_t i = 0; i < f; i++) {
+    for (int64_t i = r0; i < r1; i++) {
         /* row i's pair gradients in j order: pairs (i, j <= i) are contiguous in row i of
            the triangle, pairs (j > i, i) one per later row */
         int64_t base = self ? i * (i + 1) / 2 : i * (i - 1) / 2;
@@ -864,7 +865,7 @@ EMBER_VECTOR_CLONES static void interaction_bwd_sample(float *os, const float *t
             gcol[j] = gs[base + i];
             base += j + self;
         }
-        float *o = os + i * d;
+        float *o = os + (i - r0) * d;
         int64_t c0 = 0;
         for (; c0 + 64 <= d; c0 += 64) {
             v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, x0, x1, x2, x3;
@@ -917,31 +918,45 @@ EMBER_VECTOR_CLONES static void interaction_bwd_sample(float *os, const float *t
     }
 }
 
+/* Per-thread scratch of `floats` each, on cache lines of their own: NULL and an error
+   when it cannot be had. *nt: the threads the caller's parallel region must use. */
+static float *thread_scratch(int64_t floats, int64_t rows, int *nt, int64_t *stride, const char *what) {
+    *nt = 1;
+#ifdef _OPENMP
+    *nt = rows >= PAR_ROWS ? omp_get_max_threads() : 1;
+#endif
+    *stride = (floats + 15) / 16 * 16 + 16;
+    float *p = malloc((size_t)(*stride * *nt) * sizeof *p);
+    if (!p) ember__error(EMBER_ERR_OUT_OF_MEMORY, "%s: %lld floats of scratch", what, (long long)(*stride * *nt));
+    return p;
+}
+
+static float *my_scratch(float *base, int64_t stride) {
+#ifdef _OPENMP
+    return base + (int64_t)omp_get_thread_num() * stride;
+#else
+    (void)stride;
+    return base;
+#endif
+}
+
 static ember_status k_interaction_bwd(const ember__exec *x) {
     const ember_node *t = x->n->src[0];
     int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], self = x->n->ip[0] != 0;
-    int64_t p = interaction_pairs(f, self);
+    int64_t p = interaction_pairs(f, self), stride;
     const float *in = CF(x->src[0]), *gr = CF(x->src[1]);
     float *o = F(x->out);
-    int nt = 1;
-#ifdef _OPENMP
-    nt = b >= PAR_ROWS ? omp_get_max_threads() : 1;
-#endif
-    /* a row of pair gradients per thread, each on cache lines of its own */
-    int64_t stride = (f + 15) / 16 * 16 + 16;
-    float *gcols = malloc((size_t)(stride * nt) * sizeof *gcols);
-    if (!gcols) return ember__error(EMBER_ERR_OUT_OF_MEMORY, "interaction backward: %lld floats", (long long)(stride * nt));
+    int nt;
+    float *scratch = thread_scratch(f, b, &nt, &stride, "interaction backward"); /* a row of pair gradients */
+    if (!scratch) return EMBER_ERR_OUT_OF_MEMORY;
 #pragma omp parallel num_threads(nt)
     {
-        float *gcol = gcols;
-#ifdef _OPENMP
-        gcol += (int64_t)omp_get_thread_num() * stride;
-#endif
+        float *gcol = my_scratch(scratch, stride);
 #pragma omp for schedule(static)
         for (int64_t s = 0; s < b; s++)
-            interaction_bwd_sample(o + s * f * d, in + s * f * d, gr + s * p, f, d, self, gcol);
+            interaction_bwd_rows(o + s * f * d, in + s * f * d, gr + s * p, f, d, self, gcol, 0, f);
     }
-    free(gcols);
+    free(scratch);
     return EMBER_OK;
 }
 
@@ -952,6 +967,122 @@ static ember_status infer_first(ember_node *n) {
 
 static ember_status bwd_interaction(ember_graph *g, ember_node *n, ember_node *go, ember_node **gin) {
     return mkp(g, EMBER__OP_INTERACTION_BWD, &gin[0], 2, n->src[0], go, n->ip, 1, NULL, 0);
+}
+
+/* ======================= DLRM dot interaction over [z | e] ======================= */
+
+/*
+ * ip[0] = self. z (B, d) and e (B, T d): a sample's vectors are z and e's T rows of d.
+ * out (B, d + pairs(T + 1)) = [z | the interaction of those T + 1 vectors]: the
+ * reference DLRM's two concatenations ([z, e] into the interaction, [z, pairs] out of
+ * it) without writing either to memory. A sample's T + 1 vectors are gathered into a
+ * per-thread scratch of (T + 1) d floats (L1) and go through the interaction's own
+ * kernels, so the bits are those of concat + interaction + concat. The backward is two
+ * nodes, one per input (ip[1] = 0: z, 1: e), each computing its rows of dT; z's adds
+ * the gradient of its copy in the output: dz = g[:, :d] + dT_0, the same single add
+ * the unfused graph makes of its two paths into z.
+ */
+static ember_status infer_interaction_cat(ember_node *n) {
+    static const char op[] = "ember_op_dot_interaction";
+    ember_node *z = n->src[0], *e = n->src[1];
+    EMBER_TRY(need_f32(op, z, "z"));
+    EMBER_TRY(need_f32(op, e, "e"));
+    if (z->ndim != 2 || e->ndim != 2 || z->shape[0] != e->shape[0] || z->shape[1] < 1 || e->shape[1] < 1 ||
+        e->shape[1] % z->shape[1]) {
+        char a[128], b[128];
+        return ember__error(EMBER_ERR_SHAPE, "%s: z %s must be (B, D) and e %s (B, T D)", op, desc(z, a, sizeof a),
+                            desc(e, b, sizeof b));
+    }
+    int64_t d = z->shape[1], f = e->shape[1] / d + 1;
+    set_shape(n, EMBER_DTYPE_F32, 2, (int64_t[]){z->shape[0], d + interaction_pairs(f, n->ip[0])});
+    return EMBER_OK;
+}
+
+static double flops_interaction_cat(const ember_node *n) {
+    const ember_node *z = n->src[0];
+    int64_t d = z->shape[1], f = n->src[1]->shape[1] / d + 1;
+    return 2.0 * (double)z->shape[0] * (double)interaction_pairs(f, n->ip[0]) * (double)d;
+}
+
+static double flops_interaction_cat_bwd(const ember_node *n) {
+    const ember_node *z = n->src[0];
+    int64_t d = z->shape[1], f = n->src[1]->shape[1] / d + 1;
+    return 2.0 * (double)z->shape[0] * (double)f * (double)(n->ip[1] ? f - 1 : 1) * (double)d;
+}
+
+static ember_status infer_interaction_cat_bwd(ember_node *n) {
+    copy_shape(n, n->src[n->ip[1] ? 1 : 0]);
+    return EMBER_OK;
+}
+
+/* Sample s's T + 1 vectors, side by side. */
+static void cat_rows(float *ts, const float *z, const float *e, int64_t s, int64_t f, int64_t d) {
+    memcpy(ts, z + s * d, (size_t)d * sizeof *ts);
+    memcpy(ts + d, e + s * (f - 1) * d, (size_t)((f - 1) * d) * sizeof *ts);
+}
+
+static ember_status k_interaction_cat(const ember__exec *x) {
+    const ember_node *z = x->n->src[0];
+    int64_t b = z->shape[0], d = z->shape[1], f = x->n->src[1]->shape[1] / d + 1, w = x->n->shape[1], stride;
+    int64_t self = x->n->ip[0] != 0;
+    const float *zp = CF(x->src[0]), *ep = CF(x->src[1]);
+    float *o = F(x->out);
+    int nt;
+    float *scratch = thread_scratch(f * d, b, &nt, &stride, "dot interaction");
+    if (!scratch) return EMBER_ERR_OUT_OF_MEMORY;
+#pragma omp parallel num_threads(nt)
+    {
+        float *ts = my_scratch(scratch, stride);
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < b; s++) {
+            cat_rows(ts, zp, ep, s, f, d);
+            memcpy(o + s * w, ts, (size_t)d * sizeof *o);
+            interaction_sample(o + s * w + d, ts, f, d, self);
+        }
+    }
+    free(scratch);
+    return EMBER_OK;
+}
+
+static ember_status k_interaction_cat_bwd(const ember__exec *x) {
+    const ember_node *z = x->n->src[0];
+    int64_t b = z->shape[0], d = z->shape[1], f = x->n->src[1]->shape[1] / d + 1, stride;
+    int64_t self = x->n->ip[0] != 0, w = d + interaction_pairs(f, self);
+    int for_e = x->n->ip[1] != 0;
+    const float *zp = CF(x->src[0]), *ep = CF(x->src[1]), *go = CF(x->src[2]);
+    float *o = F(x->out);
+    int nt;
+    /* the sample's vectors, a row of pair gradients, and z's row of dT */
+    int64_t fpad = (f + 15) / 16 * 16;
+    float *scratch = thread_scratch(f * d + fpad + d, b, &nt, &stride, "dot interaction backward");
+    if (!scratch) return EMBER_ERR_OUT_OF_MEMORY;
+#pragma omp parallel num_threads(nt)
+    {
+        float *ts = my_scratch(scratch, stride), *gcol = ts + f * d, *row = gcol + fpad;
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < b; s++) {
+            const float *gs = go + s * w;
+            cat_rows(ts, zp, ep, s, f, d);
+            if (for_e) {
+                interaction_bwd_rows(o + s * (f - 1) * d, ts, gs + d, f, d, self, gcol, 1, f);
+            } else {
+                interaction_bwd_rows(row, ts, gs + d, f, d, self, gcol, 0, 1);
+                for (int64_t c = 0; c < d; c++) o[s * d + c] = gs[c] + row[c];
+            }
+        }
+    }
+    free(scratch);
+    return EMBER_OK;
+}
+
+static ember_status bwd_interaction_cat(ember_graph *g, ember_node *n, ember_node *go, ember_node **gin) {
+    for (int which = 0; which < 2; which++) {
+        if (!(n->src[which]->flags & EMBER__NODE_REQUIRES_GRAD)) continue;
+        ember_node *src[3] = {n->src[0], n->src[1], go};
+        EMBER_TRY(ember__node_new(g, EMBER__OP_INTERACTION_CAT_BWD, src, 3, (int64_t[]){n->ip[0], which}, 2, NULL, 0,
+                                  &gin[which]));
+    }
+    return EMBER_OK;
 }
 
 /* ======================= dropout ======================= */
@@ -1224,6 +1355,8 @@ const ember__op_def ember__ops[EMBER__OP_COUNT] = {
     [EMBER__OP_GATHER_ROWS] = {"gather_rows", 0, infer_gather, bwd_gather, NULL, -1, NULL, CPU(k_gather)},
     [EMBER__OP_INTERACTION] = {"interaction", 0, infer_interaction, bwd_interaction, flops_interaction, -1, NULL,
                                CPU(k_interaction)},
+    [EMBER__OP_INTERACTION_CAT] = {"dot_interaction", 0, infer_interaction_cat, bwd_interaction_cat,
+                                   flops_interaction_cat, -1, NULL, CPU(k_interaction_cat)},
     [EMBER__OP_DROPOUT] = {"dropout", 0, infer_same_f32, bwd_dropout, numel_flops, 0, NULL, CPU(k_dropout)},
     [EMBER__OP_SUM] = {"sum", 0, infer_sum, bwd_sum, NULL, -1, NULL, CPU(k_sum)},
     [EMBER__OP_BCE_WITH_LOGITS] = {"bce_with_logits", 0, infer_loss, bwd_bce, flops_loss, -1, NULL, CPU(k_bce)},
@@ -1250,6 +1383,8 @@ const ember__op_def ember__ops[EMBER__OP_COUNT] = {
     [EMBER__OP_SCATTER_ROWS] = {"scatter_rows", 1, infer_scatter, NULL, NULL, -1, NULL, CPU(k_scatter)},
     [EMBER__OP_INTERACTION_BWD] = {"interaction_bwd", 1, infer_first, NULL, flops_interaction_bwd, -1, NULL,
                                    CPU(k_interaction_bwd)},
+    [EMBER__OP_INTERACTION_CAT_BWD] = {"dot_interaction_bwd", 1, infer_interaction_cat_bwd, NULL,
+                                       flops_interaction_cat_bwd, -1, NULL, CPU(k_interaction_cat_bwd)},
     [EMBER__OP_BCE_BWD] = {"bce_bwd", 1, infer_loss, NULL, flops_loss, -1, NULL, CPU(k_bce_bwd)},
     [EMBER__OP_SOFTMAX_CE_BWD] = {"softmax_cross_entropy_bwd", 1, infer_loss, NULL, flops_loss, -1, NULL,
                                   CPU(k_ce_bwd)},
@@ -1353,6 +1488,9 @@ ember_status ember_op_interaction(ember_graph *g, ember_node *t, ember_node **ou
 }
 ember_status ember_op_interaction_self(ember_graph *g, ember_node *t, ember_node **out) {
     return mkp(g, EMBER__OP_INTERACTION, out, 1, t, NULL, (int64_t[]){1}, 1, NULL, 0);
+}
+ember_status ember_op_dot_interaction(ember_graph *g, ember_node *z, ember_node *e, int self, ember_node **out) {
+    return mkp(g, EMBER__OP_INTERACTION_CAT, out, 2, z, e, (int64_t[]){self != 0}, 1, NULL, 0);
 }
 ember_status ember_op_cross(ember_graph *g, ember_node *x0, ember_node *xl, ember_node *w, ember_node *b,
                             ember_node **out) {

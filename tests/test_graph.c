@@ -134,6 +134,12 @@ static ember_status b_interaction(ember_graph *g, ember_node **o) { return ember
 static ember_status b_interaction_self(ember_graph *g, ember_node **o) {
     return ember_op_interaction_self(g, leaf(g, "t", 3, S(2, 4, 3), 1), o);
 }
+static ember_status b_dot_interaction(ember_graph *g, ember_node **o) {
+    return ember_op_dot_interaction(g, leaf(g, "z", 2, S(2, 3), 1), leaf(g, "e", 2, S(2, 9), 1), 0, o);
+}
+static ember_status b_dot_interaction_self(ember_graph *g, ember_node **o) {
+    return ember_op_dot_interaction(g, leaf(g, "z", 2, S(2, 3), 1), leaf(g, "e", 2, S(2, 6), 1), 1, o);
+}
 static ember_status b_cross(ember_graph *g, ember_node **o) {
     ember_node *x0 = leaf(g, "x0", 2, S(3, 4), 1);
     return ember_op_cross(g, x0, x0, leaf(g, "w", 2, S(4, 4), 1), leaf(g, "b", 1, S(4), 1), o);
@@ -193,6 +199,9 @@ static const gc_case cases[] = {
     {"gather rows i32", {"gather_rows", "scatter_rows"}, b_gather32},
     {"interaction", {"interaction", "interaction_bwd"}, b_interaction},
     {"interaction with the diagonal", {"interaction", "interaction_bwd"}, b_interaction_self},
+    {"dot interaction over [z | e]", {"dot_interaction", "dot_interaction_bwd"}, b_dot_interaction},
+    {"dot interaction over [z | e] with the diagonal", {"dot_interaction", "dot_interaction_bwd"},
+     b_dot_interaction_self},
     {"dcn cross", {"matmul", "add", "mul"}, b_cross},
     {"dropout", {"dropout"}, b_dropout},
     {"sum all", {"sum", "expand"}, b_sum_all},
@@ -540,6 +549,9 @@ static void test_bad_inputs(void) {
     CHECK_STATUS(ember_op_layernorm(g, a, b, b, 1e-5f, &o), EMBER_ERR_SHAPE);
     CHECK_STATUS(ember_op_interaction(g, a, &o), EMBER_ERR_SHAPE);
     CHECK_STATUS(ember_op_interaction_self(g, a, &o), EMBER_ERR_SHAPE);
+    CHECK_STATUS(ember_op_dot_interaction(g, a, b, 0, &o), EMBER_ERR_SHAPE); /* 6 is not a multiple of 4 */
+    CHECK(strstr(ember_last_error(), "(B, T D)") != NULL);
+    CHECK_STATUS(ember_op_dot_interaction(g, a, leaf(g, "a5", 2, S(5, 8), 1), 0, &o), EMBER_ERR_SHAPE); /* B */
     CHECK_STATUS(ember_graph_param(g, "p", EMBER_DTYPE_I32, 1, S(3), &o), EMBER_ERR_DTYPE);
     CHECK_STATUS(ember_graph_input(g, "x", EMBER_DTYPE_F32, 7, S(1, 1, 1, 1, 1, 1, 1), &o), EMBER_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(ember_graph_input(g, "x", EMBER_DTYPE_F32, 1, S(-1), &o), EMBER_ERR_INVALID_ARGUMENT);
@@ -590,6 +602,72 @@ static ember_status log_hook_b(void *user, ember_graph *g, const ember__hook_eve
     return EMBER_OK;
 }
 
+/* ember_op_dot_interaction gives the bits of the composition it replaces, values and
+   gradients: concat(z, e) -> reshape -> interaction -> concat(z, .), on the DLRM's
+   shape (26 vectors after z) at dims that take each column path of the kernels. */
+static void run_interaction_graph(int fused, int self, int64_t B, int64_t T, int64_t d, float **out, float **dz,
+                                  float **de) {
+    ember_graph *g = NULL;
+    CHECK_OK(ember_graph_create(&(ember_graph_params){.seed = 3}, &g));
+    ember_node *z = leaf(g, "z", 2, S(B, d), 1), *e = leaf(g, "e", 2, S(B, T * d), 1), *o, *r, *m, *loss;
+    if (fused) {
+        CHECK_OK(ember_op_dot_interaction(g, z, e, self, &o));
+    } else {
+        ember_node *cat, *t3, *inter;
+        CHECK_OK(ember_op_concat(g, (ember_node *[]){z, e}, 2, 1, &cat));
+        CHECK_OK(ember_op_reshape(g, cat, 3, S(B, T + 1, d), &t3));
+        CHECK_OK(self ? ember_op_interaction_self(g, t3, &inter) : ember_op_interaction(g, t3, &inter));
+        CHECK_OK(ember_op_concat(g, (ember_node *[]){z, inter}, 2, 1, &o));
+    }
+    r = leaf(g, "R", 2, o->shape, 0);
+    CHECK_OK(ember_op_mul(g, o, r, &m));
+    CHECK_OK(ember_op_sum(g, m, 0, &loss));
+    CHECK_OK(ember_graph_mark_output(g, o));
+    CHECK_OK(ember_graph_build_backward(g, loss));
+    ember_rng rng = {.seed = 11};
+    ember_node *ins[3] = {z, e, r};
+    for (int i = 0; i < 3; i++) {
+        ember_tensor *t;
+        CHECK_OK(ember_node_value(ins[i], &t));
+        CHECK_OK(ember_rng_uniform(&rng, t, -1.0f, 1.0f));
+    }
+    CHECK_OK(ember_graph_run(g));
+    ember_tensor *ov, *zg, *eg;
+    CHECK_OK(ember_node_value(o, &ov));
+    CHECK_OK(ember_node_value(ember_node_grad(z), &zg));
+    CHECK_OK(ember_node_value(ember_node_grad(e), &eg));
+    ember_tensor *src[3] = {ov, zg, eg};
+    float **dst[3] = {out, dz, de};
+    for (int i = 0; i < 3; i++) {
+        size_t bytes = (size_t)ember_tensor_numel(src[i]) * sizeof(float);
+        *dst[i] = malloc(bytes);
+        memcpy(*dst[i], ember_tensor_data(src[i]), bytes);
+    }
+    CHECK(ember_graph_op_runs(g, fused ? "dot_interaction" : "interaction") > 0);
+    ember_graph_destroy(g);
+}
+
+static void test_dot_interaction_fused(void) {
+    const int64_t B = 37, T = 26, dims[] = {64, 16, 5, 80};
+    int nshapes = 0;
+    for (int self = 0; self < 2; self++)
+        for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+            int64_t d = dims[di], pairs = self ? (T + 2) * (T + 1) / 2 : (T + 1) * T / 2;
+            float *o1, *z1, *e1, *o2, *z2, *e2;
+            run_interaction_graph(1, self, B, T, d, &o1, &z1, &e1);
+            run_interaction_graph(0, self, B, T, d, &o2, &z2, &e2);
+            int same = memcmp(o1, o2, (size_t)(B * (d + pairs)) * sizeof(float)) == 0 &&
+                       memcmp(z1, z2, (size_t)(B * d) * sizeof(float)) == 0 &&
+                       memcmp(e1, e2, (size_t)(B * T * d) * sizeof(float)) == 0;
+            if (!same) fprintf(stderr, "dot interaction self=%d d=%lld: bits differ from the composition\n", self, (long long)d);
+            CHECK(same);
+            float *all[] = {o1, z1, e1, o2, z2, e2};
+            for (int i = 0; i < 6; i++) free(all[i]);
+            nshapes++;
+        }
+    printf("dot interaction: %d shapes, values and gradients bit-identical to concat + interaction + concat\n", nshapes);
+}
+
 static void test_hooks(void) {
     ember_graph *g;
     ember_node *x, *w, *y;
@@ -620,6 +698,7 @@ static void test_hooks(void) {
 int main(void) {
     test_hooks();
     test_gradcheck_covers_registry();
+    test_dot_interaction_fused();
     test_checkpoint_and_meta();
     test_dropout_steps();
     test_bad_inputs();

@@ -9,7 +9,7 @@
  * the loss and every leaf gradient are compared. Tolerances, |cpu - cuda| <= atol +
  * rtol |cpu|, by what the kernels share (engine/cuda/graph_cuda.cu says why):
  *   EXACT (0):          data movement, gather/scatter rows, dropout, relu, add, mul,
- *                       scale, interaction, sum_to: the same f32 operations in the same
+ *                       scale, interaction, dot_interaction, sum_to: the same f32 operations in the same
  *                       order, so the same bits.
  *   ULP (1e-6 + 1e-5):  transcendentals (CUDA's erff/expf/tanhf within 2 ulp of glibc's)
  *                       and double sums in another order, rounded once to f32.
@@ -386,6 +386,12 @@ static ember_status b_interaction(side *s, ember_node **o) {
 static ember_status b_interaction_dlrm(side *s, ember_node **o) {
     return ember_op_interaction(s->g, param(s, "t", 3, S(5, 27, 16)), o);
 }
+static ember_status b_dot_interaction(side *s, ember_node **o) {
+    return ember_op_dot_interaction(s->g, param(s, "z", 2, S(5, 64)), param(s, "e", 2, S(5, 26 * 64)), 0, o);
+}
+static ember_status b_dot_interaction_self(side *s, ember_node **o) {
+    return ember_op_dot_interaction(s->g, param(s, "z", 2, S(3, 5)), param(s, "e", 2, S(3, 20)), 1, o);
+}
 static ember_status b_interaction_self(side *s, ember_node **o) {
     return ember_op_interaction_self(s->g, param(s, "t", 3, S(2, 4, 3)), o);
 }
@@ -495,6 +501,8 @@ static const op_case cases[] = {
     {"interaction 27 features", b_interaction_dlrm, EXACT_INIT},
     {"interaction with the diagonal", b_interaction_self, EXACT_INIT},
     {"interaction with the diagonal, 27 features", b_interaction_self_dlrm, EXACT_INIT},
+    {"dot interaction over [z | e], DLRM shape", b_dot_interaction, EXACT_INIT},
+    {"dot interaction over [z | e] with the diagonal, dim 5", b_dot_interaction_self, EXACT_INIT},
     {"dcn cross", b_cross, GEMM_INIT},
     {"dropout", b_dropout, EXACT_INIT},
     {"dropout twice", b_dropout_twice, EXACT_INIT},

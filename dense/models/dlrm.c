@@ -2,9 +2,10 @@
  * DLRM on the graph engine. The embedding bags are one graph node whose backward is
  * the collection's fused sparse update, so one ember_graph_run does forward,
  * backward and the embedding update; the dense optimizer then steps the layers.
- * Both interactions start from [z | e_1 .. e_T] (B, d_z + sum d_t), which concat writes
- * with the vectors side by side: the dot interactions read it as (B, T + 1, d) through
- * a reshape without a copy of its own, the cross layers take it as x0 as it is.
+ * The cross layers start from [z | e_1 .. e_T] (B, d_z + sum d_t), which concat writes
+ * with the vectors side by side. The dot interactions are one op over z and e
+ * (ember_op_dot_interaction) whose output is the top MLP's input [z | pairs]: the
+ * reference's two concatenations are never written, with the same bits.
  *
  * With offload the same graph runs under the heterogeneous memory manager's executor
  * hook: it adopts only the parameters (their gradients and optimizer state), so the
@@ -126,7 +127,7 @@ static ember_status build(ember_dlrm *m) {
     const ember_dlrm_config *c = &m->cfg;
     ember_graph *g = m->g;
     ember_rng rng = {.seed = c->seed};
-    int64_t B = c->batch, d = c->emb_dim, T = c->num_tables;
+    int64_t B = c->batch;
     ember_node *z, *e, *cat, *top_in, *h;
     EMBER_TRY(ember_graph_input(g, "dense", EMBER_DTYPE_F32, 2, (int64_t[]){B, c->num_dense}, &m->dense));
     EMBER_TRY(ember_graph_input(g, "labels", EMBER_DTYPE_F32, 2, (int64_t[]){B, 1}, &m->labels));
@@ -141,17 +142,13 @@ static ember_status build(ember_dlrm *m) {
                                   &(ember_embedding_bag_params){.ebc = m->sh ? NULL : m->ebc, .batch = B,
                                                                 .bind = &m->bind, .backend = m->sh ? &m->be : NULL},
                                   &e));
-    EMBER_TRY(ember_op_concat(g, (ember_node *[]){z, e}, 2, 1, &cat)); /* (B, d_z + sum d_t) */
     if (c->interaction == EMBER_DLRM_DCN) {
-        EMBER_TRY(build_dcn(m, cat, &rng, &top_in)); /* (B, d_z + sum d_t) */
+        EMBER_TRY(ember_op_concat(g, (ember_node *[]){z, e}, 2, 1, &cat)); /* (B, d_z + sum d_t) */
+        EMBER_TRY(build_dcn(m, cat, &rng, &top_in));                        /* (B, d_z + sum d_t) */
     } else {
-        ember_node *t3, *inter;
-        EMBER_TRY(ember_op_reshape(g, cat, 3, (int64_t[]){B, T + 1, d}, &t3)); /* (B, T + 1, d) */
-        if (c->interaction == EMBER_DLRM_DOT_SELF)
-            EMBER_TRY(ember_op_interaction_self(g, t3, &inter)); /* (B, (T + 2) (T + 1) / 2) */
-        else
-            EMBER_TRY(ember_op_interaction(g, t3, &inter)); /* (B, (T + 1) T / 2) */
-        EMBER_TRY(ember_op_concat(g, (ember_node *[]){z, inter}, 2, 1, &top_in));
+        /* [z | pairs of z, e_1 .. e_T]: (B, d + (T + 1) T / 2), (T + 2) (T + 1) / 2 with the
+           diagonal; neither concatenation is written */
+        EMBER_TRY(ember_op_dot_interaction(g, z, e, c->interaction == EMBER_DLRM_DOT_SELF, &top_in));
     }
     int64_t tdims[EMBER_DLRM_MAX_LAYERS + 1] = {top_in->shape[1]};
     memcpy(tdims + 1, m->top, (size_t)m->ntop * sizeof *tdims);

@@ -36,8 +36,9 @@
  * Agreement with the CPU (tests/test_graph_cuda.c states the tolerances it checks):
  *   bits:      data movement (concat, slice, pad, reshape, permute, gather_rows,
  *              scatter_rows, causal_mask, expand), dropout (the same Philox words),
- *              relu and relu_bwd, add, mul, scale, interaction (engine/lanes.h's order,
- *              shared with the CPU) and interaction_bwd (the CPU's f32 order, no FMA), sum_to (the CPU's blocks), fill.
+ *              relu and relu_bwd, add, mul, scale, interaction and dot_interaction
+ *              (engine/lanes.h's order, shared with the CPU) and their backward (the CPU's
+ *              f32 order, no FMA), sum_to (the CPU's blocks), fill.
  *   few ulp:   gelu, sigmoid, tanh and their gradients, bce_bwd (CUDA's erff/expf/tanhf
  *              are within 2 ulp of glibc's, not identical).
  *   rounding:  layernorm (and its gradients), the softmax family, the losses, sum:
@@ -959,6 +960,73 @@ ember_status k_interaction_bwd(const ember__exec *x) {
     return check_launch(l, "interaction_bwd_kernel");
 }
 
+/* ember_op_dot_interaction: z (B, d) and e (B, T d) are a sample's T + 1 vectors, read
+   in place (row 0 from z, row r from e); out (B, d + pairs) = [z | pairs], the same sums
+   as the kernels above over the concatenation, so the CPU's bits. */
+__device__ __forceinline__ const float *cat_row(const float *z, const float *e, int64_t s, int64_t r, int64_t f,
+                                                int64_t d) {
+    return r ? e + (s * (f - 1) + r - 1) * d : z + s * d;
+}
+
+__global__ void interaction_cat_kernel(float *o, const float *z, const float *e, int64_t b, int64_t f, int64_t d,
+                                       int64_t w, int64_t self) {
+    const int64_t total = b * w;
+    for (int64_t x = global_tid(); x < total; x += grid_stride()) {
+        const int64_t s = x / w, k = x - s * w;
+        if (k < d) {
+            o[x] = z[s * d + k];
+            continue;
+        }
+        int64_t i, j;
+        pair_of(k - d, self, &i, &j);
+        o[x] = ember__dot_lanes(cat_row(z, e, s, i, f, d), cat_row(z, e, s, j, f, d), d);
+    }
+}
+
+ember_status k_interaction_cat(const ember__exec *x) {
+    Launch l;
+    EMBER_TRY(begin(x, &l));
+    const ember_node *z = x->n->src[0];
+    const int64_t b = z->shape[0], d = z->shape[1], f = x->n->src[1]->shape[1] / d + 1, w = x->n->shape[1];
+    if (b * w == 0) return EMBER_OK;
+    interaction_cat_kernel<<<grid_for(b * w), kThreads, 0, l.stream>>>(fptr(x->out), fptr(x->src[0]), fptr(x->src[1]),
+                                                                       b, f, d, w, x->n->ip[0] != 0);
+    return check_launch(l, "interaction_cat_kernel");
+}
+
+/* Rows [r0, r0 + rows) of dT (r0 = 0, rows = 1 for z: plus its copy's gradient g[:, :d]),
+   each sum in interaction_bwd_kernel's order. */
+__global__ void interaction_cat_bwd_kernel(float *o, const float *z, const float *e, const float *go, int64_t b,
+                                           int64_t f, int64_t d, int64_t w, int64_t self, int64_t r0, int64_t rows) {
+    const int64_t total = b * rows * d;
+    for (int64_t x = global_tid(); x < total; x += grid_stride()) {
+        const int64_t s = x / (rows * d), rc = x - s * rows * d, r = r0 + rc / d, c = rc - (r - r0) * d;
+        const float *gs = go + s * w + d;
+        const int64_t row = pair_row_start(r, self);
+        float acc = 0;
+        for (int64_t j = 0; j < r; j++) acc = __fadd_rn(acc, __fmul_rn(gs[row + j], cat_row(z, e, s, j, f, d)[c]));
+        if (self) {
+            const float gt = __fmul_rn(gs[row + r], cat_row(z, e, s, r, f, d)[c]);
+            acc = __fadd_rn(__fadd_rn(acc, gt), gt);
+        }
+        for (int64_t i = r + 1; i < f; i++)
+            acc = __fadd_rn(acc, __fmul_rn(gs[pair_row_start(i, self) + r], cat_row(z, e, s, i, f, d)[c]));
+        o[x] = r0 == 0 ? __fadd_rn(go[s * w + c], acc) : acc;
+    }
+}
+
+ember_status k_interaction_cat_bwd(const ember__exec *x) {
+    Launch l;
+    EMBER_TRY(begin(x, &l));
+    const ember_node *z = x->n->src[0];
+    const int64_t b = z->shape[0], d = z->shape[1], f = x->n->src[1]->shape[1] / d + 1, self = x->n->ip[0] != 0;
+    const int64_t w = d + f * (f - 1 + 2 * self) / 2, r0 = x->n->ip[1] ? 1 : 0, rows = x->n->ip[1] ? f - 1 : 1;
+    if (b * rows * d == 0) return EMBER_OK;
+    interaction_cat_bwd_kernel<<<grid_for(b * rows * d), kThreads, 0, l.stream>>>(
+        fptr(x->out), fptr(x->src[0]), fptr(x->src[1]), fptr(x->src[2]), b, f, d, w, self, r0, rows);
+    return check_launch(l, "interaction_cat_bwd_kernel");
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* reductions                                                                            */
 
@@ -1134,6 +1202,7 @@ constexpr ember__kernel kernel_for(int op) {
     case EMBER__OP_PERMUTE: return k_permute;
     case EMBER__OP_GATHER_ROWS: return k_gather_rows;
     case EMBER__OP_INTERACTION: return k_interaction;
+    case EMBER__OP_INTERACTION_CAT: return k_interaction_cat;
     case EMBER__OP_DROPOUT: return k_dropout;
     case EMBER__OP_SUM: return k_sum;
     case EMBER__OP_BCE_WITH_LOGITS: return k_bce;
@@ -1152,6 +1221,7 @@ constexpr ember__kernel kernel_for(int op) {
     case EMBER__OP_LOG_SOFTMAX_BWD: return k_softmax_bwd<true>;
     case EMBER__OP_SCATTER_ROWS: return k_scatter_rows;
     case EMBER__OP_INTERACTION_BWD: return k_interaction_bwd;
+    case EMBER__OP_INTERACTION_CAT_BWD: return k_interaction_cat_bwd;
     case EMBER__OP_BCE_BWD: return k_bce_bwd;
     case EMBER__OP_SOFTMAX_CE_BWD: return k_ce_bwd;
     /* the collection's API runs on the collection's device */

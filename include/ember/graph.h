@@ -211,6 +211,16 @@ ember_status ember_op_interaction(ember_graph *g, ember_node *t, ember_node **ou
  * (1,1), (2,0), ... (the lower triangle). One op with ember_op_interaction ("interaction").
  */
 ember_status ember_op_interaction_self(ember_graph *g, ember_node *t, ember_node **out);
+/**
+ * DLRM's dot interaction with its dense vector in front, as the reference DLRM feeds
+ * its top MLP: z (B, D) and e (B, T D) (the T pooled embeddings side by side) ->
+ * (B, D + pairs) = [z | the interaction of the T + 1 vectors z, e_1 .. e_T], pairs
+ * (T + 1) T / 2 in ember_op_interaction's order (self non-zero: (T + 2)(T + 1) / 2 with
+ * the diagonal, as ember_op_interaction_self). The same values, and gradients, as
+ * concat(z, e) -> reshape (B, T + 1, D) -> interaction -> concat(z, .), without
+ * writing either concatenation ("dot_interaction").
+ */
+ember_status ember_op_dot_interaction(ember_graph *g, ember_node *z, ember_node *e, int self, ember_node **out);
 /** DCNv2 cross layer: x0 * (xl @ w + b) + xl, w (D, D), b (D). */
 ember_status ember_op_cross(ember_graph *g, ember_node *x0, ember_node *xl, ember_node *w, ember_node *b,
                             ember_node **out);
