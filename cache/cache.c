@@ -420,88 +420,110 @@ static ember_status bind_loaded(ember_cache *c, int64_t stamp, double t3) {
 }
 
 
-/* Load ld[t].n rows of every table into slots: victims by policy (ids of batches
-   submitted ahead only when nothing else is left), dirty victims gathered and written
-   down with the reads of the missed rows in one exchange, the rows copied up in one
-   block, then each slot bound to its id and pinned. The caller guarantees room
-   (free + heap >= n). On failure the victims go back where they were. */
+/* Table t's victims for its ld[t].n rows: free slots first, then the heap's least;
+   rows pinned by batches in flight are set aside, and so are rows of batches submitted
+   ahead, which are taken only when nothing else is left. Touches only table t's slots
+   and load record (aside: 2 x its capacity of scratch, needed when the free slots do
+   not cover the rows). Returns 0, or -1 with ld[t].n cut to the victims taken (cannot
+   happen after the capacity check). */
+static int take_victims(ember_cache *c, int t, int32_t *aside, int64_t *protected_evictions) {
+    ember__ctable *tb = &c->t[t];
+    ember__slots *s = &tb->dev;
+    ember__load *l = &c->ld[t];
+    l->nwb = 0;
+    if (tb->ident) { /* row i goes to slot i */
+        for (int64_t k = 0; k < l->n; k++) {
+            l->vict[k] = (int32_t)l->ids[k];
+            l->vold[k] = -1;
+        }
+        return 0;
+    }
+    int64_t npin = 0, nfut = 0;
+    int32_t *pinned = aside, *future = aside ? aside + s->cap : NULL;
+    int failed = 0;
+    for (int64_t k = 0; k < l->n; k++) {
+        int32_t slot = -1;
+        int64_t old = -1;
+        if (s->free_n > 0) {
+            slot = s->freel[--s->free_n];
+        } else {
+            while ((slot = ember__slots_pop(s)) >= 0) {
+                if (s->m[slot].pin > 0) pinned[npin++] = slot;
+                else if (is_future(c, t, s->m[slot].id)) future[nfut++] = slot;
+                else break;
+            }
+            if (slot < 0 && nfut > 0) {
+                slot = future[--nfut];
+                (*protected_evictions)++;
+            }
+            if (slot >= 0) old = s->m[slot].id;
+        }
+        if (slot < 0) {
+            l->n = k;
+            failed = 1;
+            break;
+        }
+        l->vict[k] = slot;
+        l->vold[k] = old;
+        if (old >= 0 && s->m[slot].dirty) {
+            l->wbs[l->nwb] = slot;
+            l->wbi[l->nwb] = old;
+            l->nwb++;
+        }
+    }
+    for (int64_t i = 0; i < npin; i++) ember__slots_push(s, pinned[i]);
+    for (int64_t i = 0; i < nfut; i++) ember__slots_push(s, future[i]);
+    return failed ? -1 : 0;
+}
+
+/* Load ld[t].n rows of every table into slots: victims by policy (take_victims, the
+   tables on the prepare's threads: each touches only its own slots, so the victims do
+   not depend on the thread count), dirty victims gathered and written down with the
+   reads of the missed rows in one exchange, the rows copied up in one block, then each
+   slot bound to its id and pinned. The caller guarantees room (free + heap >= n). On
+   failure the victims go back where they were. */
 static ember_status load_block(ember_cache *c, int buf, int64_t stamp) {
     const int nt = c->nt;
     ember__load *ld = c->ld;
     double t0 = ember__now();
-    /* victims: free slots first, then the heap's least; rows pinned by batches in
-       flight are set aside, and so are rows of batches submitted ahead, which are
-       taken only when nothing else is left */
+    int64_t most = 0;
+    int need_aside = 0;
+    for (int t = 0; t < nt; t++) {
+        most = c->t[t].dev.cap > most ? c->t[t].dev.cap : most;
+        need_aside |= !c->t[t].ident && ld[t].n > 0 && ld[t].n > c->t[t].dev.free_n;
+    }
+    int nth = c->prep_threads < nt ? c->prep_threads : nt;
+    if (nth < 1) nth = 1;
     int32_t *aside = NULL;
+    if (need_aside) {
+        EMBER_TRY(ember__buf_reserve(c->mm, EMBER_TIER_HOST, EMBER_MEM_CACHE, &c->xs,
+                                     (size_t)nth * 2 * (size_t)most * sizeof(int32_t) + 64));
+        aside = c->xs.p;
+    }
+    int bad = nt;
+    int64_t protected_evictions = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1) reduction(min : bad) \
+    reduction(+ : protected_evictions)
+    for (int t = 0; t < nt; t++) {
+        int me = 0;
+#ifdef _OPENMP
+        me = omp_get_thread_num();
+#endif
+        if (take_victims(c, t, aside ? aside + (size_t)me * 2 * (size_t)most : NULL, &protected_evictions) != 0 &&
+            t < bad)
+            bad = t;
+    }
+    c->wst.protected_evictions += protected_evictions;
+    if (bad < nt) {
+        int64_t got = ld[bad].n;
+        undo_victims(c, nt, 0);
+        return ember__error(EMBER_ERR_INTERNAL, "ember_cache: table %d: no victim left after %lld rows", bad,
+                            (long long)got);
+    }
     size_t out_bytes = 0, in_bytes = 0;
     for (int t = 0; t < nt; t++) {
-        ember__ctable *tb = &c->t[t];
-        ember__slots *s = &tb->dev;
-        ember__load *l = &ld[t];
-        l->nwb = 0;
-        if (tb->ident) { /* row i goes to slot i */
-            for (int64_t k = 0; k < l->n; k++) {
-                l->vict[k] = (int32_t)l->ids[k];
-                l->vold[k] = -1;
-            }
-            l->off_out = out_bytes;
-            continue;
-        }
-        int64_t npin = 0, nfut = 0;
-        int32_t *pinned = NULL, *future = NULL;
-        if (l->n > 0 && l->n > s->free_n) {
-            if (!aside) {
-                int64_t most = 0;
-                for (int u = 0; u < nt; u++) most = c->t[u].dev.cap > most ? c->t[u].dev.cap : most;
-                ember_status st = ember__buf_reserve(c->mm, EMBER_TIER_HOST, EMBER_MEM_CACHE, &c->xs,
-                                                     2 * (size_t)most * sizeof(int32_t) + 64);
-                if (st != EMBER_OK) {
-                    undo_victims(c, t, 0);
-                    return st;
-                }
-                aside = c->xs.p;
-            }
-            pinned = aside;
-            future = aside + s->cap;
-        }
-        for (int64_t k = 0; k < l->n; k++) {
-            int32_t slot = -1;
-            int64_t old = -1;
-            if (s->free_n > 0) {
-                slot = s->freel[--s->free_n];
-            } else {
-                while ((slot = ember__slots_pop(s)) >= 0) {
-                    if (s->m[slot].pin > 0) pinned[npin++] = slot;
-                    else if (is_future(c, t, s->m[slot].id)) future[nfut++] = slot;
-                    else break;
-                }
-                if (slot < 0 && nfut > 0) {
-                    slot = future[--nfut];
-                    c->wst.protected_evictions++;
-                }
-                if (slot >= 0) old = s->m[slot].id;
-            }
-            if (slot < 0) {
-                /* cannot happen after the capacity check; undo and report */
-                for (int64_t i = 0; i < npin; i++) ember__slots_push(s, pinned[i]);
-                for (int64_t i = 0; i < nfut; i++) ember__slots_push(s, future[i]);
-                l->n = k;
-                undo_victims(c, t + 1, 0);
-                return ember__error(EMBER_ERR_INTERNAL, "ember_cache: table %d: no victim left for row "
-                                    "%lld of %lld", t, (long long)k, (long long)l->n);
-            }
-            l->vict[k] = slot;
-            l->vold[k] = old;
-            if (old >= 0 && s->m[slot].dirty) {
-                l->wbs[l->nwb] = slot;
-                l->wbi[l->nwb] = old;
-                l->nwb++;
-            }
-        }
-        for (int64_t i = 0; i < npin; i++) ember__slots_push(s, pinned[i]);
-        for (int64_t i = 0; i < nfut; i++) ember__slots_push(s, future[i]);
-        l->off_out = out_bytes;
-        out_bytes += (size_t)l->nwb * tb->rb;
+        ld[t].off_out = out_bytes;
+        out_bytes += (size_t)ld[t].nwb * c->t[t].rb;
     }
     for (int t = 0; t < nt; t++) {
         ld[t].off_in = in_bytes;
