@@ -1044,6 +1044,22 @@ static ember_status k_interaction_cat(const ember__exec *x) {
     return EMBER_OK;
 }
 
+/* Row 0 of a sample's dT (z's), reading z and e in place: the terms in
+   interaction_bwd_rows' order for row 0 (the diagonal's two, then pairs (j, 0), j >= 1),
+   element-wise over c, so the same bits without gathering the sample. */
+EMBER_VECTOR_CLONES static void interaction_bwd_row0(float *o, const float *zs, const float *es, const float *gs,
+                                                     int64_t f, int64_t d, int64_t self) {
+    for (int64_t c = 0; c < d; c++) o[c] = 0.0f;
+    if (self)
+        for (int rep = 0; rep < 2; rep++)
+            for (int64_t c = 0; c < d; c++) o[c] = o[c] + gs[0] * zs[c];
+    for (int64_t j = 1; j < f; j++) {
+        float gv = gs[j * (j - 1 + 2 * self) / 2]; /* pair (j, 0): the first of row j */
+        const float *ej = es + (j - 1) * d;
+        for (int64_t c = 0; c < d; c++) o[c] = o[c] + gv * ej[c];
+    }
+}
+
 static ember_status k_interaction_cat_bwd(const ember__exec *x) {
     const ember_node *z = x->n->src[0];
     int64_t b = z->shape[0], d = z->shape[1], f = x->n->src[1]->shape[1] / d + 1, stride;
@@ -1062,11 +1078,11 @@ static ember_status k_interaction_cat_bwd(const ember__exec *x) {
 #pragma omp for schedule(static)
         for (int64_t s = 0; s < b; s++) {
             const float *gs = go + s * w;
-            cat_rows(ts, zp, ep, s, f, d);
             if (for_e) {
+                cat_rows(ts, zp, ep, s, f, d);
                 interaction_bwd_rows(o + s * (f - 1) * d, ts, gs + d, f, d, self, gcol, 1, f);
             } else {
-                interaction_bwd_rows(row, ts, gs + d, f, d, self, gcol, 0, 1);
+                interaction_bwd_row0(row, zp + s * d, ep + s * (f - 1) * d, gs + d, f, d, self);
                 for (int64_t c = 0; c < d; c++) o[s * d + c] = gs[c] + row[c];
             }
         }
