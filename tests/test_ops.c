@@ -432,6 +432,21 @@ static void test_gemm_bf16(void) {
     ember_tensor_destroy(b);
     ember_tensor_destroy(c1);
     ember_tensor_destroy(c2);
+    /* so does a large product whose sum is shorter than an AMX tile (k < 32): a DLRM's
+       first layer over its 13 dense features */
+    a = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){2048, 13}, 48, -1, 1);
+    b = uniform(EMBER_DTYPE_F32, 2, (int64_t[]){13, 512}, 49, -1, 1);
+    c1 = make(EMBER_DTYPE_F32, 2, (int64_t[]){2048, 512});
+    c2 = make(EMBER_DTYPE_F32, 2, (int64_t[]){2048, 512});
+    CHECK_OK(ember_gemm(0, 0, 1.0f, a, b, 0.0f, c1));
+    CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_BF16));
+    CHECK_OK(ember_gemm(0, 0, 1.0f, a, b, 0.0f, c2));
+    CHECK_OK(ember_set_matmul_precision(EMBER_MATMUL_F32));
+    CHECK(memcmp(ember_tensor_data(c1), ember_tensor_data(c2), (size_t)2048 * 512 * 4) == 0);
+    ember_tensor_destroy(a);
+    ember_tensor_destroy(b);
+    ember_tensor_destroy(c1);
+    ember_tensor_destroy(c2);
     printf("bf16 matmul: 24 products within f32 accumulation of the bf16-rounded product (f32 differs by up to %.3g)\n",
            worst_f32);
 }

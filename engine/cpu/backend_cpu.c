@@ -462,7 +462,7 @@ static ember_status cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int
             }
         return EMBER_OK;
     }
-    if (ember__matmul_bf16() && m * n * k >= EMBER__BF16_MIN_MACS) {
+    if (ember__matmul_bf16_for(m, n, k)) {
         for (int64_t i = 0; i < batch; i++)
             EMBER_TRY(ember__gemm_bf16(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb,
                                        beta, c + i * stride_c, ldc));

@@ -918,7 +918,7 @@ ember_status cuda_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k
     cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t st;
-    const bool bf16 = ember__matmul_bf16() && m * n * k >= EMBER__BF16_MIN_MACS; /* ember/tensor.h */
+    const bool bf16 = ember__matmul_bf16_for(m, n, k); /* ember/tensor.h */
     if (bf16 && batch == 1) {
         st = cublasGemmEx_64(h, op_b, op_a, n, m, k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c,
                              CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);

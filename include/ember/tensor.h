@@ -193,7 +193,8 @@ ember_status ember_gemm(int trans_a, int trans_b, float alpha, const ember_tenso
  *     multiplied with f32 accumulation and f32 results: on CPUs with AMX or
  *     AVX512-BF16 through oneDNN (several times the f32 GEMM rate), on GPUs through
  *     cuBLAS's 32F_FAST_16BF compute type. Small products (under 2^22 multiply-adds)
- *     stay f32. Results differ from f32 at about 2^-8 relative per product; use it for
+ *     and short ones (a sum over fewer than 32 terms, under one AMX tile) stay f32.
+ *     Results differ from f32 at about 2^-8 relative per product; use it for
  *     training throughput and check the model's quality (AUC) against f32.
  * Tensors, parameters and optimizer state stay f32 either way.
  * @return EMBER_OK; EMBER_ERR_INVALID_ARGUMENT (unknown precision);
