@@ -23,6 +23,7 @@
  * past m are computed on row 0 and not stored, columns past n load zeros.
  * The kernels need AVX-512F (checked at run time); elsewhere the caller uses BLAS.
  */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -159,9 +160,13 @@ static void pack_strip(float *dst, const float *b, int64_t ld, int64_t p0, int64
 #define PAR_MIN_MACS ((int64_t)1 << 18) /* below: one thread */
 
 static int have_avx512(void) {
-    static int known = -1;
-    if (known < 0) known = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return known;
+    static atomic_int known = -1; /* products may start on several threads at once */
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (k < 0) {
+        k = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        atomic_store_explicit(&known, k, memory_order_relaxed);
+    }
+    return k;
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
