@@ -99,8 +99,8 @@ ember_status ember__gemm_bf16(int ta, int tb, int64_t m, int64_t n, int64_t k, f
                               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 /* Products with a side of at most EMBER__SKINNY_MAX (engine/cpu/gemm_skinny.c): the
    gemm entry's semantics for f32 C = alpha op(A) op(B) + beta C when m or k is that
-   short and the other sides at least twice as long (NN with m short, NT with m at most
-   half that, TN with k short). Returns 1 when it did the product, 0 when the shape or
+   short and the other sides at least twice as long (NN and NT with m short, TN with k
+   short). Returns 1 when it did the product, 0 when the shape or
    the CPU is not one of its cases (nothing was touched). */
 #define EMBER__SKINNY_MAX 64
 int ember__gemm_skinny(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,

@@ -14,8 +14,10 @@
  *    48-column strip is copied KC rows at a time into a contiguous buffer (each row of
  *    the strip lies in its own page, beyond the hardware prefetchers, so the copy
  *    prefetches in software) and then serves every 8 rows of A from L1.
- *  - NT (C = A B^T, m short): 4 rows of A against 6 rows of B, dot products over k in
- *    24 accumulators, summed across lanes at the end. Beyond 32 rows BLAS is faster.
+ *  - NT (C = A B^T, m short): the same tile, over a strip of B^T: 48 rows of B are read
+ *    16 x 16 at a time along their length (contiguous) and transposed in registers
+ *    into the strip. (Dot products of A's and B's rows, summed across lanes at the
+ *    end, ran at half this rate.)
  *  - TN (C = A^T B, k short): a tile of 8 x 48 of C, k outer products of a row of A
  *    (8 broadcasts) and a row of B's packed strip (3 vectors); C is written once.
  * Each element of C is summed by one thread in a fixed order, so results do not depend
@@ -34,8 +36,6 @@
 
 #define MR 8  /* rows of C per tile */
 #define NV 3  /* vectors of 16 columns per tile (8 x 3 accumulators + 3 + 1 fit the 32 registers) */
-#define NT_M 4 /* NT: rows of A per block */
-#define NT_N 6 /* NT: rows of B per block (4 x 6 accumulators: A's packed rows are read from L2 once per 6 rows of B) */
 #define PF_ROWS 8 /* NN: rows of B prefetched ahead while packing */
 
 #if defined(__clang__) /* clang ignores GCC target pragmas */
@@ -85,33 +85,6 @@ static void nn_tile(int rows, int64_t cols, int64_t kc, const float *ap, const f
             if (mk[v]) put(c + r * ldc + 16 * v, mk[v], acc[r][v], alpha, beta);
 }
 
-/* NT: C[r][j] = alpha dot(A row r, B row j) + beta C[r][j] for r < rows, j < cols, with
-   A packed as ap[q][r][16] (16 columns of k per q, 4 rows). */
-static void nt_block(int rows, int cols, int64_t k, float alpha, const float *ap, const float *b, int64_t ldb,
-                     float beta, float *c, int64_t ldc) {
-    const float *br[NT_N];
-    for (int j = 0; j < NT_N; j++) br[j] = b + (j < cols ? j : 0) * ldb;
-    __m512 acc[NT_M][NT_N];
-    for (int r = 0; r < NT_M; r++)
-        for (int j = 0; j < NT_N; j++) acc[r][j] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < k; p += 16) {
-        __mmask16 mk = lane_mask(k - p);
-        const float *aq = ap + p * NT_M;
-        __m512 bv[NT_N];
-        for (int j = 0; j < NT_N; j++) bv[j] = _mm512_maskz_loadu_ps(mk, br[j] + p);
-        for (int r = 0; r < NT_M; r++) {
-            __m512 av = _mm512_load_ps(aq + 16 * r);
-            for (int j = 0; j < NT_N; j++) acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
-        }
-    }
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < cols; j++) {
-            float s = alpha * _mm512_reduce_add_ps(acc[r][j]);
-            float *cj = c + r * ldc + j;
-            *cj = beta != 0.0f ? s + beta * *cj : s;
-        }
-}
-
 /* TN: C rows [0, rows) x 48 columns = alpha sum_p A[p][r] B[p][c] + beta C, with the B
    strip packed as bp[p][48]. */
 static void tn_tile(int rows, int64_t cols, int64_t k, float alpha, const float *a, int64_t lda, const float *bp,
@@ -149,6 +122,50 @@ static void pack_strip(float *dst, const float *b, int64_t ld, int64_t p0, int64
     }
 }
 
+static inline __m512 pd_lo(__m512 a, __m512 b) {
+    return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+static inline __m512 pd_hi(__m512 a, __m512 b) {
+    return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+
+/* The same strip of op(B) = B^T for B stored (n x k) with leading dim ld: dst[p][c] =
+   B[j0 + c][p0 + p], read 16 x 16 at a time along B's rows (contiguous, in the
+   prefetchers' reach) and transposed in registers (unpacks, then 128-bit lane
+   shuffles), so NT runs through the NN tile. */
+static void pack_strip_t(float *dst, const float *b, int64_t ld, int64_t p0, int64_t kc, int64_t j0, int64_t cols) {
+    for (int g = 0; g < NV; g++) {
+        int64_t c0 = 16 * g;
+        for (int64_t q0 = 0; q0 < kc; q0 += 16) {
+            __mmask16 mq = lane_mask(kc - q0);
+            __m512 r[16], t[16], u[16];
+            for (int q = 0; q < 16; q++)
+                r[q] = c0 + q < cols ? _mm512_maskz_loadu_ps(mq, b + (j0 + c0 + q) * ld + p0 + q0) : _mm512_setzero_ps();
+            for (int q = 0; q < 16; q += 2) {
+                t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
+                t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
+            }
+            for (int q = 0; q < 16; q += 4) {
+                u[q] = pd_lo(t[q], t[q + 2]);
+                u[q + 1] = pd_hi(t[q], t[q + 2]);
+                u[q + 2] = pd_lo(t[q + 1], t[q + 3]);
+                u[q + 3] = pd_hi(t[q + 1], t[q + 3]);
+            }
+            /* u[4h + c] holds B rows 4h .. 4h + 3 at columns c, c + 4, c + 8, c + 12 */
+            for (int c = 0; c < 4; c++) {
+                __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+                __m512 v2 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xdd), v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xdd);
+                __m512 col[4] = {_mm512_shuffle_f32x4(v0, v1, 0x88), _mm512_shuffle_f32x4(v2, v3, 0x88),
+                                 _mm512_shuffle_f32x4(v0, v1, 0xdd), _mm512_shuffle_f32x4(v2, v3, 0xdd)};
+                for (int h = 0; h < 4; h++) {
+                    int64_t q = c + 4 * h; /* row q0 + q of the strip */
+                    if (q0 + q < kc) _mm512_store_ps(dst + (q0 + q) * 16 * NV + c0, col[h]);
+                }
+            }
+        }
+    }
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -174,22 +191,17 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 /* floats, 64-byte aligned (aligned_alloc wants a multiple of the alignment) */
 static float *alloc_floats(int64_t n) { return aligned_alloc(64, ((size_t)n * sizeof(float) + 63) / 64 * 64); }
 
-/* The short operand A (m x k, rows of ld), in blocks of 8 rows (zeros past m): nn,
-   ap[b][p][r]; nt, ap[b][p / 16][r][p % 16] (k rounded up to 16, zeros past k). */
-static float *pack_a(const float *a, int64_t ld, int64_t m, int64_t k, int nt) {
-    int mr = nt ? NT_M : MR;
-    int64_t kp = nt ? (k + 15) / 16 * 16 : k, nb = (m + mr - 1) / mr;
-    float *ap = alloc_floats(nb * kp * mr);
+/* The short operand A (m x k, rows of ld), in blocks of 8 rows (zeros past m):
+   ap[b][p][r]. */
+static float *pack_a(const float *a, int64_t ld, int64_t m, int64_t k) {
+    int64_t nb = (m + MR - 1) / MR;
+    float *ap = alloc_floats(nb * k * MR);
     if (!ap) return NULL;
     for (int64_t b = 0; b < nb; b++) {
-        float *blk = ap + b * kp * mr;
-        for (int r = 0; r < mr; r++) {
-            int64_t i = b * mr + r;
-            for (int64_t p = 0; p < kp; p++) {
-                float v = i < m && p < k ? a[i * ld + p] : 0.0f;
-                if (nt) blk[(p / 16) * 16 * mr + r * 16 + p % 16] = v;
-                else blk[p * mr + r] = v;
-            }
+        float *blk = ap + b * k * MR;
+        for (int r = 0; r < MR; r++) {
+            int64_t i = b * MR + r;
+            for (int64_t p = 0; p < k; p++) blk[p * MR + r] = i < m ? a[i * ld + p] : 0.0f;
         }
     }
     return ap;
@@ -201,37 +213,26 @@ int ember__gemm_skinny(int ta, int tb, int64_t m, int64_t n, int64_t k, float al
     int par = m * n * k >= PAR_MIN_MACS;
     if (!have_avx512()) return 0;
     /* NT's dot products beat BLAS only up to 32 rows (measured: 1.5x at 32, 0.8x at 64) */
-    if (!ta && m <= (tb ? S / 2 : S) && n >= L && k >= L) {
-        float *ap = pack_a(a, lda, m, k, tb);
+    if (!ta && m <= S && n >= L && k >= L) {
+        float *ap = pack_a(a, lda, m, k);
         if (!ap) return 0;
-        int64_t nb = (m + MR - 1) / MR;
-        if (!tb) {
-            int64_t tiles = (n + TILE_N - 1) / TILE_N;
+        int64_t nb = (m + MR - 1) / MR, tiles = (n + TILE_N - 1) / TILE_N;
 #pragma omp parallel if (par)
-            {
-                _Alignas(64) float bp[KC * TILE_N];
-                _Alignas(64) float part[(EMBER__SKINNY_MAX / MR) * MR * TILE_N];
+        {
+            _Alignas(64) float bp[KC * TILE_N];
+            _Alignas(64) float part[(EMBER__SKINNY_MAX / MR) * MR * TILE_N];
 #pragma omp for schedule(static)
-                for (int64_t t = 0; t < tiles; t++) {
-                    int64_t j = t * TILE_N, cols = min64(TILE_N, n - j);
-                    for (int64_t p0 = 0; p0 < k; p0 += KC) {
-                        int64_t kc = min64(KC, k - p0);
-                        pack_strip(bp, b, ldb, p0, kc, j, cols);
-                        for (int64_t ib = 0; ib < nb; ib++)
-                            nn_tile((int)min64(MR, m - ib * MR), cols, kc, ap + ib * k * MR + p0 * MR, bp,
-                                    part + ib * MR * TILE_N, p0 == 0, p0 + kc >= k, alpha, beta,
-                                    c + ib * MR * ldc + j, ldc);
-                    }
+            for (int64_t t = 0; t < tiles; t++) {
+                int64_t j = t * TILE_N, cols = min64(TILE_N, n - j);
+                for (int64_t p0 = 0; p0 < k; p0 += KC) {
+                    int64_t kc = min64(KC, k - p0);
+                    if (tb) pack_strip_t(bp, b, ldb, p0, kc, j, cols);
+                    else pack_strip(bp, b, ldb, p0, kc, j, cols);
+                    for (int64_t ib = 0; ib < nb; ib++)
+                        nn_tile((int)min64(MR, m - ib * MR), cols, kc, ap + ib * k * MR + p0 * MR, bp,
+                                part + ib * MR * TILE_N, p0 == 0, p0 + kc >= k, alpha, beta, c + ib * MR * ldc + j,
+                                ldc);
                 }
-            }
-        } else {
-            int64_t kp = (k + 15) / 16 * 16, blocks = (n + NT_N - 1) / NT_N, nbt = (m + NT_M - 1) / NT_M;
-#pragma omp parallel for if (par) schedule(static)
-            for (int64_t t = 0; t < blocks; t++) {
-                int64_t j = t * NT_N;
-                for (int64_t ib = 0; ib < nbt; ib++)
-                    nt_block((int)min64(NT_M, m - ib * NT_M), (int)min64(NT_N, n - j), k, alpha, ap + ib * kp * NT_M,
-                             b + j * ldb, ldb, beta, c + ib * NT_M * ldc + j, ldc);
             }
         }
         free(ap);
