@@ -173,4 +173,23 @@ static inline double check_bf16_round(float x) {
     return r;
 }
 
+/* Element (i, j) of op(A) op(B) in double three ways: of the bf16-rounded operands
+   (*rounded, the bf16 precision's reference), of the f32 operands (*exact), and the sum
+   of the rounded products' magnitudes (*mag, for the f32-accumulation tolerance).
+   A is (m, k), stored (k, m) when ta; B is (k, n), stored (n, k) when tb. */
+static inline void check_bf16_dot(const float *A, const float *B, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                                  int64_t i, int64_t j, double *rounded, double *exact, double *mag) {
+    double r = 0, e = 0, g = 0;
+    for (int64_t p = 0; p < k; p++) {
+        float x = ta ? A[p * m + i] : A[i * k + p], y = tb ? B[j * k + p] : B[p * n + j];
+        double t = check_bf16_round(x) * check_bf16_round(y);
+        r += t;
+        e += (double)x * y;
+        g += fabs(t);
+    }
+    *rounded = r;
+    *exact = e;
+    *mag = g;
+}
+
 #endif /* EMBER_TESTS_CHECK_H */

@@ -584,14 +584,8 @@ static void test_gemm_bf16(void) {
             for (int64_t q = 0; q < batch && !bad; q++)
                 for (int64_t i = 0; i < m && !bad; i++)
                     for (int64_t j = 0; j < n && !bad; j++) {
-                        const float *Aq = A + q * m * k, *Bq = B + q * k * n;
-                        double ref = 0, ref32 = 0, mag = 0;
-                        for (int64_t p = 0; p < k; p++) {
-                            float x = ta ? Aq[p * m + i] : Aq[i * k + p], y = tb ? Bq[j * k + p] : Bq[p * n + j];
-                            ref += check_bf16_round(x) * check_bf16_round(y);
-                            ref32 += (double)x * y;
-                            mag += fabs(check_bf16_round(x) * check_bf16_round(y));
-                        }
+                        double ref, ref32, mag;
+                        check_bf16_dot(A + q * m * k, B + q * k * n, ta, tb, m, n, k, i, j, &ref, &ref32, &mag);
                         double want = 0.5 * ref + 0.25 * C0[(q * m + i) * n + j];
                         double got = C[(q * m + i) * n + j];
                         if (fabs(got - want) > (double)k * 0x1p-22 * mag + 1e-6 * (1 + fabs(want))) {

@@ -373,13 +373,8 @@ static void test_gemm_bf16(void) {
                     int bad = 0;
                     for (int64_t i = 0; i < m && !bad; i++)
                         for (int64_t j = 0; j < n && !bad; j++) {
-                            double r = 0, r32 = 0, mag = 0;
-                            for (int64_t q = 0; q < k; q++) {
-                                float x = ta ? A[q * m + i] : A[i * k + q], y = tb ? B[j * k + q] : B[q * n + j];
-                                r += check_bf16_round(x) * check_bf16_round(y);
-                                r32 += (double)x * y;
-                                mag += fabs(check_bf16_round(x) * check_bf16_round(y));
-                            }
+                            double r, r32, mag;
+                            check_bf16_dot(A, B, ta, tb, m, n, k, i, j, &r, &r32, &mag);
                             double want = alpha * r + beta * C0[i * n + j];
                             double tol = (double)k * 0x1p-23 * mag * fabs(alpha) + 1e-6 * (1 + fabs(want));
                             if (fabs(C[i * n + j] - want) > tol) {

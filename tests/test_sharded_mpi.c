@@ -219,6 +219,20 @@ static int64_t max_unique(const ember_plan *plan, int steps) {
     return best;
 }
 
+/* Counts of the first `steps` global batches (the training data, whole tables): the
+   same on every rank. */
+static ember_freq *global_counts(int steps) {
+    ember_freq *f = NULL;
+    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = T}, &f));
+    for (int step = 0; f && step < steps; step++) {
+        batch g;
+        make_global(&g, step);
+        for (int t = 0; t < T; t++) CHECK_OK(ember_freq_add(f, t, g.vals[t], g.f[t].length));
+        batch_free(&g);
+    }
+    return f;
+}
+
 /* Every row and state float of two collections over the same plan, read where each
    rank holds them: the same bits. */
 static void check_same_shards(ember_sharded_ebc *a, ember_sharded_ebc *b, const ember_plan *plan, int with_state) {
@@ -275,14 +289,7 @@ static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, embe
         CHECK_OK(ember_sharded_ebc_init_uniform(res, &r3, -0.1f, 0.1f));
         check_same_shards(s, res, plan, opt != EMBER_SPARSE_OPTIM_SGD);
         /* warm each rank's cache from counts of the run's ids (whole tables): its own hottest rows */
-        ember_freq *f = NULL;
-        CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = T}, &f));
-        for (int step = 0; f && step < STEPS; step++) {
-            batch g;
-            make_global(&g, step);
-            for (int t = 0; t < T; t++) CHECK_OK(ember_freq_add(f, t, g.vals[t], g.f[t].length));
-            batch_free(&g);
-        }
+        ember_freq *f = global_counts(STEPS);
         if (f) CHECK_OK(ember_sharded_ebc_warmup_counts(s, f));
         ember_freq_destroy(f);
         ember_cache_stats cs = {0};
@@ -445,20 +452,6 @@ static void run_case(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, embe
 #define THOT 0.1
 #define TWARM 0.3
 
-/* Counts of the tier runs' global batches (the training data, whole tables): the same on
-   every rank. */
-static ember_freq *tier_counts(void) {
-    ember_freq *f = NULL;
-    CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = T}, &f));
-    for (int step = 0; f && step < TSTEPS; step++) {
-        batch g;
-        make_global(&g, step);
-        for (int t = 0; t < T; t++) CHECK_OK(ember_freq_add(f, t, g.vals[t], g.f[t].length));
-        batch_free(&g);
-    }
-    return f;
-}
-
 /* TSTEPS steps on the loss of a collection behind caches of `slots` slots with tiers ti
    (NULL: none), warmed from f: loss[k] the global loss of step k (the ranks' sums added in
    rank order), outs this rank's forward outputs, (TSTEPS, MAXB, D). The collection, or NULL. */
@@ -601,7 +594,7 @@ static void check_tier_ranking(ember_sharded_ebc *s, const ember_plan *plan, con
 #define ROW_MEAN_TOL 1e-3
 static void run_tiers(ember_comm *w, ember_plan_kind kind, size_t rep_bytes, ember_sparse_optim opt) {
     ember_plan *plan = make_plan(kind, N, rep_bytes);
-    ember_freq *f = tier_counts();
+    ember_freq *f = global_counts(TSTEPS);
     if (!plan || !f) {
         ember_plan_destroy(plan);
         ember_freq_destroy(f);
@@ -716,7 +709,7 @@ static void test_tier_maps(ember_comm *w) {
     /* refused on every rank, each naming itself */
     char rank_is[32];
     snprintf(rank_is, sizeof rank_is, "rank %d of %d", R, N);
-    ember_freq *f = tier_counts(), *f2 = NULL;
+    ember_freq *f = global_counts(TSTEPS), *f2 = NULL;
     CHECK_OK(ember_freq_create(&(ember_freq_params){.num_tables = 2}, &f2));
     ti = (ember_cache_tiers){.counts = f, .budget = 4096};
     CHECK_STATUS(ember_sharded_ebc_create(w, &sc, &s), EMBER_ERR_UNSUPPORTED);

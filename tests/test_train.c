@@ -350,6 +350,20 @@ static void test_bad_paths(void) {
     CHECK(strstr(ember_last_error(), "'position'") != NULL);
 }
 
+/* Lines of a --metrics file (-1 when it cannot be read), and in *with those that
+   contain `needle`. */
+static int metrics_lines(const char *path, const char *needle, int *with) {
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    if (!f) return -1;
+    int lines = 0;
+    char line[512];
+    *with = 0;
+    while (fgets(line, sizeof line, f)) lines++, *with += strstr(line, needle) != NULL;
+    fclose(f);
+    return lines;
+}
+
 /* Learning: a few epochs' worth of a small synthetic set get within 0.02 of the Bayes AUC. */
 static void test_learns(void) {
     ember_train_config c;
@@ -379,12 +393,7 @@ static void test_learns(void) {
     CHECK_OK(ember_trainer_evaluate(t, NULL, &m)); /* the same held-out rows again */
     CHECK(m.auc == r.eval.auc && m.samples == 20000);
     ember_trainer_destroy(t);
-    FILE *f = fopen(c.metrics, "r");
-    CHECK(f != NULL);
-    int lines = 0, aucs = 0;
-    char line[512];
-    while (f && fgets(line, sizeof line, f)) lines++, aucs += strstr(line, "\"auc\"") != NULL;
-    if (f) fclose(f);
+    int aucs = 0, lines = metrics_lines(c.metrics, "\"auc\"", &aucs);
     CHECK(lines > 10);
     CHECK_EQ_INT(aucs, 1);
 }
@@ -604,12 +613,7 @@ static void test_offload_budget(void) {
     CHECK(r.offloaded && r.offload.policy == EMBER_OFFLOAD_STATIC && r.offload.iterations == 10);
     CHECK(r.memory.peak_total[EMBER_TIER_DEVICE] <= OFFLOAD_DEVICE_MEM);
     ember_trainer_destroy(t);
-    FILE *f = fopen(c.metrics, "r");
-    CHECK(f != NULL);
-    int lines = 0, moved = 0;
-    char line[512];
-    while (f && fgets(line, sizeof line, f)) lines++, moved += strstr(line, "\"offload_h2d_bytes\":") != NULL;
-    if (f) fclose(f);
+    int moved = 0, lines = metrics_lines(c.metrics, "\"offload_h2d_bytes\":", &moved);
     CHECK_EQ_INT(moved, 2); /* steps 5 and 10; the evaluation line has none */
     CHECK_EQ_INT(lines, 3);
 }

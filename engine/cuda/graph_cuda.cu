@@ -899,132 +899,114 @@ __device__ __forceinline__ void pair_of(int64_t k, int64_t self, int64_t *i, int
     *j = k - pair_row_start(a, self);
 }
 
-/* out[s, k] = <t[s, i], t[s, j]>, in the lane order of engine/lanes.h like the CPU. */
-__global__ void interaction_kernel(float *o, const float *in, int64_t b, int64_t f, int64_t d, int64_t p,
-                                   int64_t self) {
-    const int64_t total = b * p;
-    for (int64_t e = global_tid(); e < total; e += grid_stride()) {
-        const int64_t s = e / p, k = e - s * p;
-        int64_t i, j;
-        pair_of(k, self, &i, &j);
-        const float *ti = in + (s * f + i) * d, *tj = in + (s * f + j) * d;
-        o[e] = ember__dot_lanes(ti, tj, d); /* the CPU's function: the same bits */
-    }
-}
-
-ember_status k_interaction(const ember__exec *x) {
-    Launch l;
-    EMBER_TRY(begin(x, &l));
-    const ember_node *t = x->n->src[0];
-    const int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], p = x->n->shape[1], self = x->n->ip[0] != 0;
-    if (b * p == 0) return EMBER_OK;
-    interaction_kernel<<<grid_for(b * p), kThreads, 0, l.stream>>>(fptr(x->out), fptr(x->src[0]), b, f, d, p,
-                                                                   self);
-    return check_launch(l, "interaction_kernel");
-}
-
 /*
- * dT_r = sum_{j<r} g_rj T_j (+ g_rr T_r + g_rr T_r with the diagonal) + sum_{i>r} g_ir T_i.
- * The CPU adds pair by pair in pair order into zeroed rows; row r receives exactly these
- * terms in exactly this order (the pairs (r, j <= r) come before the pairs (i > r, r),
- * and the pair (r, r) adds its term to its two rows, the same row, one after the
- * other), so one thread per (s, r, c) reproduces its sums.
+ * Both interaction ops read a sample's f vectors through one accessor: row 0 at z + s zs,
+ * row r > 0 at e + s es + (r - 1) d. ember_op_interaction's t (B, f, d) is z = t,
+ * e = t + d, zs = es = f d; ember_op_dot_interaction's z (B, d) and e (B, (f - 1) d)
+ * are read in place. So one forward and one backward kernel serve both.
  */
-__global__ void interaction_bwd_kernel(float *o, const float *in, const float *gr, int64_t b, int64_t f, int64_t d,
-                                       int64_t self) {
-    const int64_t p = f * (f - 1 + 2 * self) / 2, total = b * f * d;
-    for (int64_t e = global_tid(); e < total; e += grid_stride()) {
-        const int64_t s = e / (f * d), rc = e - s * f * d, r = rc / d, c = rc - r * d;
-        const float *ts = in + s * f * d, *gs = gr + s * p;
-        const int64_t row = pair_row_start(r, self);
-        float acc = 0;
-        for (int64_t j = 0; j < r; j++) acc = __fadd_rn(acc, __fmul_rn(gs[row + j], ts[j * d + c]));
-        if (self) {
-            const float gt = __fmul_rn(gs[row + r], ts[r * d + c]);
-            acc = __fadd_rn(__fadd_rn(acc, gt), gt);
-        }
-        for (int64_t i = r + 1; i < f; i++)
-            acc = __fadd_rn(acc, __fmul_rn(gs[pair_row_start(i, self) + r], ts[i * d + c]));
-        o[e] = acc;
+struct Rows {
+    const float *z, *e;
+    int64_t zs, es, f, d;
+    __device__ __forceinline__ const float *row(int64_t s, int64_t r) const {
+        return r ? e + s * es + (r - 1) * d : z + s * zs;
     }
+};
+
+static Rows rows_of_t(const float *t, int64_t f, int64_t d) { return Rows{t, t + d, f * d, f * d, f, d}; }
+static Rows rows_of_cat(const float *z, const float *e, int64_t f, int64_t d) {
+    return Rows{z, e, d, (f - 1) * d, f, d};
 }
 
-ember_status k_interaction_bwd(const ember__exec *x) {
-    Launch l;
-    EMBER_TRY(begin(x, &l));
-    const ember_node *t = x->n->src[0];
-    const int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], self = x->n->ip[0] != 0;
-    if (b * f * d == 0) return EMBER_OK;
-    interaction_bwd_kernel<<<grid_for(b * f * d), kThreads, 0, l.stream>>>(fptr(x->out), fptr(x->src[0]),
-                                                                          fptr(x->src[1]), b, f, d, self);
-    return check_launch(l, "interaction_bwd_kernel");
-}
-
-/* ember_op_dot_interaction: z (B, d) and e (B, T d) are a sample's T + 1 vectors, read
-   in place (row 0 from z, row r from e); out (B, d + pairs) = [z | pairs], the same sums
-   as the kernels above over the concatenation, so the CPU's bits. */
-__device__ __forceinline__ const float *cat_row(const float *z, const float *e, int64_t s, int64_t r, int64_t f,
-                                                int64_t d) {
-    return r ? e + (s * (f - 1) + r - 1) * d : z + s * d;
-}
-
-__global__ void interaction_cat_kernel(float *o, const float *z, const float *e, int64_t b, int64_t f, int64_t d,
-                                       int64_t w, int64_t self) {
+/* out[s, lead + k] = <row i, row j> of pair k, in the lane order of engine/lanes.h like
+   the CPU; out[s, c < lead] = z[s, c] (lead: 0, or d for [z | pairs]); w = lead + pairs. */
+__global__ void interaction_kernel(float *o, Rows t, int64_t b, int64_t w, int64_t lead, int64_t self) {
     const int64_t total = b * w;
     for (int64_t x = global_tid(); x < total; x += grid_stride()) {
         const int64_t s = x / w, k = x - s * w;
-        if (k < d) {
-            o[x] = z[s * d + k];
+        if (k < lead) {
+            o[x] = t.row(s, 0)[k];
             continue;
         }
         int64_t i, j;
-        pair_of(k - d, self, &i, &j);
-        o[x] = ember__dot_lanes(cat_row(z, e, s, i, f, d), cat_row(z, e, s, j, f, d), d);
+        pair_of(k - lead, self, &i, &j);
+        o[x] = ember__dot_lanes(t.row(s, i), t.row(s, j), t.d); /* the CPU's function: the same bits */
     }
+}
+
+static ember_status launch_interaction(const ember__exec *x, Rows t, int64_t b, int64_t w, int64_t lead) {
+    Launch l;
+    EMBER_TRY(begin(x, &l));
+    if (b * w == 0) return EMBER_OK;
+    interaction_kernel<<<grid_for(b * w), kThreads, 0, l.stream>>>(fptr(x->out), t, b, w, lead, x->n->ip[0] != 0);
+    return check_launch(l, "interaction_kernel");
+}
+
+ember_status k_interaction(const ember__exec *x) {
+    const ember_node *t = x->n->src[0];
+    return launch_interaction(x, rows_of_t(fptr(x->src[0]), t->shape[1], t->shape[2]), t->shape[0], x->n->shape[1], 0);
 }
 
 ember_status k_interaction_cat(const ember__exec *x) {
-    Launch l;
-    EMBER_TRY(begin(x, &l));
     const ember_node *z = x->n->src[0];
-    const int64_t b = z->shape[0], d = z->shape[1], f = x->n->src[1]->shape[1] / d + 1, w = x->n->shape[1];
-    if (b * w == 0) return EMBER_OK;
-    interaction_cat_kernel<<<grid_for(b * w), kThreads, 0, l.stream>>>(fptr(x->out), fptr(x->src[0]), fptr(x->src[1]),
-                                                                       b, f, d, w, x->n->ip[0] != 0);
-    return check_launch(l, "interaction_cat_kernel");
+    const int64_t d = z->shape[1], f = x->n->src[1]->shape[1] / d + 1;
+    return launch_interaction(x, rows_of_cat(fptr(x->src[0]), fptr(x->src[1]), f, d), z->shape[0], x->n->shape[1], d);
 }
 
-/* Rows [r0, r0 + rows) of dT (r0 = 0, rows = 1 for z: plus its copy's gradient g[:, :d]),
-   each sum in interaction_bwd_kernel's order. */
-__global__ void interaction_cat_bwd_kernel(float *o, const float *z, const float *e, const float *go, int64_t b,
-                                           int64_t f, int64_t d, int64_t w, int64_t self, int64_t r0, int64_t rows) {
-    const int64_t total = b * rows * d;
+/*
+ * Rows [r0, r0 + nrows) of dT, row r at o + ((s nrows + r - r0) d):
+ * dT_r = sum_{j<r} g_rj T_j (+ g_rr T_r + g_rr T_r with the diagonal) + sum_{i>r} g_ir T_i,
+ * with sample s's pair gradients at gr + s gs. The CPU sums row r over j in exactly
+ * this order (the pairs (r, j <= r) before the pairs (i > r, r), the pair (r, r)'s two
+ * terms one after the other), so one thread per (s, r, c) reproduces its sums. add
+ * (stride aw per sample, or NULL) is added last: z's own gradient in [z | pairs].
+ */
+__global__ void interaction_bwd_kernel(float *o, Rows t, const float *gr, int64_t gs, int64_t b, int64_t r0,
+                                       int64_t nrows, int64_t self, const float *add, int64_t aw) {
+    const int64_t d = t.d, f = t.f, total = b * nrows * d;
     for (int64_t x = global_tid(); x < total; x += grid_stride()) {
-        const int64_t s = x / (rows * d), rc = x - s * rows * d, r = r0 + rc / d, c = rc - (r - r0) * d;
-        const float *gs = go + s * w + d;
+        const int64_t s = x / (nrows * d), rc = x - s * nrows * d, r = r0 + rc / d, c = rc - (r - r0) * d;
+        const float *g = gr + s * gs;
         const int64_t row = pair_row_start(r, self);
         float acc = 0;
-        for (int64_t j = 0; j < r; j++) acc = __fadd_rn(acc, __fmul_rn(gs[row + j], cat_row(z, e, s, j, f, d)[c]));
+        for (int64_t j = 0; j < r; j++) acc = __fadd_rn(acc, __fmul_rn(g[row + j], t.row(s, j)[c]));
         if (self) {
-            const float gt = __fmul_rn(gs[row + r], cat_row(z, e, s, r, f, d)[c]);
+            const float gt = __fmul_rn(g[row + r], t.row(s, r)[c]);
             acc = __fadd_rn(__fadd_rn(acc, gt), gt);
         }
         for (int64_t i = r + 1; i < f; i++)
-            acc = __fadd_rn(acc, __fmul_rn(gs[pair_row_start(i, self) + r], cat_row(z, e, s, i, f, d)[c]));
-        o[x] = r0 == 0 ? __fadd_rn(go[s * w + c], acc) : acc;
+            acc = __fadd_rn(acc, __fmul_rn(g[pair_row_start(i, self) + r], t.row(s, i)[c]));
+        o[x] = add ? __fadd_rn(add[s * aw + c], acc) : acc;
     }
 }
 
-ember_status k_interaction_cat_bwd(const ember__exec *x) {
+static ember_status launch_interaction_bwd(const ember__exec *x, Rows t, const float *gr, int64_t gs, int64_t b,
+                                           int64_t r0, int64_t nrows, const float *add, int64_t aw) {
     Launch l;
     EMBER_TRY(begin(x, &l));
+    if (b * nrows * t.d == 0) return EMBER_OK;
+    interaction_bwd_kernel<<<grid_for(b * nrows * t.d), kThreads, 0, l.stream>>>(
+        fptr(x->out), t, gr, gs, b, r0, nrows, x->n->ip[0] != 0, add, aw);
+    return check_launch(l, "interaction_bwd_kernel");
+}
+
+ember_status k_interaction_bwd(const ember__exec *x) {
+    const ember_node *t = x->n->src[0];
+    const int64_t b = t->shape[0], f = t->shape[1], d = t->shape[2], self = x->n->ip[0] != 0;
+    return launch_interaction_bwd(x, rows_of_t(fptr(x->src[0]), f, d), fptr(x->src[1]), f * (f - 1 + 2 * self) / 2, b,
+                                  0, f, nullptr, 0);
+}
+
+/* ember_op_dot_interaction's two gradients (ip[1] = 0: z's row 0 plus its copy's
+   gradient; 1: e's rows) from the output gradient [g_z | g_pairs] (B, w). */
+ember_status k_interaction_cat_bwd(const ember__exec *x) {
     const ember_node *z = x->n->src[0];
     const int64_t b = z->shape[0], d = z->shape[1], f = x->n->src[1]->shape[1] / d + 1, self = x->n->ip[0] != 0;
-    const int64_t w = d + f * (f - 1 + 2 * self) / 2, r0 = x->n->ip[1] ? 1 : 0, rows = x->n->ip[1] ? f - 1 : 1;
-    if (b * rows * d == 0) return EMBER_OK;
-    interaction_cat_bwd_kernel<<<grid_for(b * rows * d), kThreads, 0, l.stream>>>(
-        fptr(x->out), fptr(x->src[0]), fptr(x->src[1]), fptr(x->src[2]), b, f, d, w, self, r0, rows);
-    return check_launch(l, "interaction_cat_bwd_kernel");
+    const int64_t w = d + f * (f - 1 + 2 * self) / 2;
+    const float *go = fptr(x->src[2]);
+    Rows t = rows_of_cat(fptr(x->src[0]), fptr(x->src[1]), f, d);
+    if (x->n->ip[1]) return launch_interaction_bwd(x, t, go + d, w, b, 1, f - 1, nullptr, 0);
+    return launch_interaction_bwd(x, t, go + d, w, b, 0, 1, go, w);
 }
 
 /* ------------------------------------------------------------------------------------ */
